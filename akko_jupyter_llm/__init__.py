@@ -1,0 +1,25 @@
+"""akko-jupyter-llm: the platform's language models from Jupyter.
+
+- The server extension `AkkoLLM` (in `akko_jupyter_llm.app`) serves an
+  authenticated OpenAI-compatible endpoint at ``{base_url}akko-llm/v1``.
+- `openai_client` and `async_openai_client` return OpenAI clients for that
+  endpoint, for code in a kernel.
+
+Importing this package stays cheap: the server extension and the OpenAI SDK are
+imported only when used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import __version__
+from .client import async_openai_client, openai_client
+
+__all__ = ["__version__", "async_openai_client", "openai_client"]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .app import AkkoLLM
+
+    return [{"module": "akko_jupyter_llm", "app": AkkoLLM}]

@@ -1,0 +1,149 @@
+"""Checking the `AkkoLLM` settings and reading their environment variables.
+
+A bad setting must not stop the Jupyter server: `check_settings` returns a list
+of readable problems instead of raising. The extension logs them at start, and
+the proxy returns them in every response until they are fixed.
+
+`ENV_VARS` maps each setting to the environment variable that feeds its default.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+ENV_VARS = {
+    "upstream_url": "AKKO_LLM_UPSTREAM_URL",
+    "api_key": "AKKO_LLM_API_KEY",
+    "api_key_file": "AKKO_LLM_API_KEY_FILE",
+    "connect_timeout": "AKKO_LLM_CONNECT_TIMEOUT",
+    "first_byte_timeout": "AKKO_LLM_FIRST_BYTE_TIMEOUT",
+    "idle_timeout": "AKKO_LLM_IDLE_TIMEOUT",
+    "max_body_size": "AKKO_LLM_MAX_BODY_SIZE",
+    "max_concurrent_requests": "AKKO_LLM_MAX_CONCURRENT_REQUESTS",
+}
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The checked settings the proxy runs with; times in seconds, sizes in bytes."""
+
+    upstream_url: str
+    connect_timeout: float
+    first_byte_timeout: float
+    idle_timeout: float
+    max_body_size: int
+    max_concurrent_requests: int
+
+
+def setting_name(trait: str) -> str:
+    """Return how an admin writes a setting, with its environment variable."""
+    return f"c.AkkoLLM.{trait} ({ENV_VARS[trait]})"
+
+
+def env_number(trait: str, fallback: float, cast: type, problems: dict[str, str]):
+    """Read the environment variable of ``trait`` as a number.
+
+    An unset or blank variable gives ``fallback``. A value that is not a number
+    is recorded in ``problems`` and also gives ``fallback``, so that the bad
+    value is reported rather than crashing the server at start.
+    """
+    name = ENV_VARS[trait]
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return fallback
+    try:
+        return cast(raw)
+    except ValueError:
+        kind = "an integer" if cast is int else "a number"
+        problems[trait] = (
+            f"{name}={raw!r} is not {kind}; set it to {kind} "
+            f"or unset it to use the default {fallback}"
+        )
+        return fallback
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` without any user name or password in it, for messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc="***@" + netloc).geturl()
+
+
+def check_upstream_url(url: str) -> str | None:
+    """Return a problem with the upstream URL, or None when it is usable."""
+    where = setting_name("upstream_url")
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        return f"{where} is not a valid URL: {shown!r} ({error})."
+    if parts.scheme not in ("http", "https"):
+        return (
+            f"{where} must start with http:// or https://, not {shown!r}. "
+            "Example: http://akko-akko-litellm:4000/v1"
+        )
+    if not parts.hostname:
+        return f"{where} has no host name: {shown!r}."
+    if parts.username is not None or parts.password is not None:
+        return (
+            f"{where} must not contain a user name or password ({shown!r}); "
+            "put the gateway key in c.AkkoLLM.api_key or c.AkkoLLM.api_key_file."
+        )
+    if parts.query or parts.fragment:
+        return f"{where} must not have a query string or fragment: {shown!r}."
+    if port == 0:
+        return f"{where} has port 0: {shown!r}."
+    return None
+
+
+def check_settings(app, env_problems: dict[str, str]) -> tuple[ProxySettings, list[str]]:
+    """Check the settings of ``app`` (an `AkkoLLM`); return them and their problems.
+
+    Each problem is one sentence that names the setting and the bad value.
+    """
+    problems = []
+    upstream_url = app.upstream_url.strip().rstrip("/")
+    url_problem = check_upstream_url(upstream_url)
+    if url_problem:
+        problems.append(url_problem)
+
+    for trait in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
+        value = getattr(app, trait)
+        if trait in env_problems:
+            problems.append(f"{setting_name(trait)}: {env_problems[trait]}.")
+        elif math.isnan(value) or value <= 0:
+            problems.append(
+                f"{setting_name(trait)} must be a positive number of seconds, "
+                f"not {value!r}."
+            )
+
+    for trait in ("max_body_size", "max_concurrent_requests"):
+        value = getattr(app, trait)
+        if trait in env_problems:
+            problems.append(f"{setting_name(trait)}: {env_problems[trait]}.")
+        elif value < 0:
+            problems.append(
+                f"{setting_name(trait)} must be 0 or more (0 means no limit), "
+                f"not {value!r}."
+            )
+
+    settings = ProxySettings(
+        upstream_url=upstream_url,
+        connect_timeout=app.connect_timeout,
+        first_byte_timeout=app.first_byte_timeout,
+        idle_timeout=app.idle_timeout,
+        max_body_size=app.max_body_size,
+        max_concurrent_requests=app.max_concurrent_requests,
+    )
+    return settings, problems

@@ -1,0 +1,568 @@
+"""The Tornado handler of ``{base_url}akko-llm/v1/...``: the authenticated proxy.
+
+`ProxyHandler` checks, in this order: the Jupyter authentication (and the XSRF
+token of cookie-authenticated requests), the route allow-list, the settings,
+the body size and the per-user limit. Only then does it forward the request to
+the upstream, with the gateway key added and the headers reduced to an
+allow-list, and relay the response:
+
+- a ``text/event-stream`` response (or any 2xx answer to ``"stream": true``
+  that is not JSON) is relayed event by event and flushed as it arrives;
+- anything else is read whole and passed on with its status; gateway JSON
+  errors pass through unchanged.
+
+`ProxyState` holds what the handler shares across requests: the checked
+settings and their problems, the gateway key, the upstream client and the
+per-user limiter. The extension app creates one per server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import aiohttp
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from .config import ProxySettings, setting_name
+from .credentials import GatewayKey, KeyUnavailable
+from .errors import ProxyError
+from .limits import ConcurrencyLimiter
+from .routes import (
+    RouteNotAllowed,
+    allowed_routes_text,
+    has_control_characters,
+    match_route,
+)
+from .upstream import UpstreamClient
+
+# Request headers copied to the upstream; everything else (cookies, the
+# client's Authorization, XSRF tokens, ...) stays on this server.
+FORWARDED_REQUEST_HEADERS = (
+    "Content-Type",
+    "Accept",
+    "User-Agent",
+    "OpenAI-Beta",
+    "Idempotency-Key",
+)
+
+# Response headers copied back to the client, by name or prefix.
+FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Retry-After", "X-Request-ID")
+FORWARDED_RESPONSE_HEADER_PREFIXES = ("openai-", "x-ratelimit-")
+
+# A client-sent X-Request-ID is reused only when it looks like an id.
+_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# Largest part of an incomplete server-sent event held back before it is sent
+# anyway; events are normally a few hundred bytes.
+MAX_PENDING_EVENT_BYTES = 1024 * 1024
+
+# Largest part of an upstream error body kept for the log.
+MAX_LOGGED_BODY = 500
+
+
+@dataclass
+class ProxyState:
+    """What every proxied request of one Jupyter server shares."""
+
+    settings: ProxySettings
+    problems: list[str]
+    key: GatewayKey
+    client: UpstreamClient
+    limiter: ConcurrencyLimiter
+    log: logging.Logger
+    stats: dict[str, int] = field(default_factory=lambda: {"requests": 0})
+
+
+def _complete_events_end(data: bytes, event_stream: bool) -> int:
+    """Return the length of the prefix of ``data`` made of complete events.
+
+    Server-sent events end with a blank line (``\\n\\n``, ``\\r\\n\\r\\n`` or
+    ``\\r\\r``); other streamed formats (NDJSON) end each record with ``\\n``.
+    """
+    if not event_stream:
+        return data.rfind(b"\n") + 1
+    return max(
+        data.rfind(b"\n\n") + 2 if b"\n\n" in data else 0,
+        data.rfind(b"\r\n\r\n") + 4 if b"\r\n\r\n" in data else 0,
+        data.rfind(b"\r\r") + 2 if b"\r\r" in data else 0,
+    )
+
+
+def _short_text(body: bytes, limit: int = 200) -> str:
+    """Return the start of ``body`` as one line of text, without HTML tags."""
+    text = body[: limit * 4].decode("utf-8", errors="replace")
+    text = re.sub(r"<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    return text[:limit]
+
+
+@web.stream_request_body
+class ProxyHandler(ExtensionHandlerMixin, APIHandler):
+    """Forward one allowed OpenAI request to the upstream and relay its answer."""
+
+    # The resource name for Jupyter's authorizer (``@authorized``-style checks).
+    auth_resource = "akko-llm"
+
+    # ------------------------------------------------------------------ setup
+
+    @property
+    def state(self) -> ProxyState:
+        return self.extensionapp.proxy_state
+
+    def _user_name(self) -> str:
+        """Return the authenticated user's name, or 'anonymous' before auth ran."""
+        user = getattr(self, "_jupyter_current_user", None)
+        if not user:
+            return "anonymous"
+        return getattr(user, "username", None) or str(user)
+
+    async def prepare(self) -> None:
+        self._started = time.perf_counter()
+        self._body_chunks: list[bytes] = []
+        self._body_size = 0
+        self._body_error: ProxyError | None = None
+        self._slot_user: str | None = None
+        self._upstream_task: asyncio.Task | None = None
+        self._client_gone = False
+        self._upstream_status: int | None = None
+        self._request_id = self._make_request_id()
+        self._early_error: web.HTTPError | None = None
+        self.set_header("X-Request-ID", self._request_id)
+
+        try:
+            await super().prepare()
+            if not self.current_user:
+                raise web.HTTPError(403)
+            self.route = self._match_route()
+            self._check_settings()
+            self.api_key = self._read_key()
+            self._check_declared_size()
+            self.state.limiter.acquire(self._user_name())
+        except web.HTTPError as error:
+            if not self._has_body():
+                raise
+            # Answering before the body is read makes Tornado close the
+            # connection under a client that is still sending, which then sees
+            # a broken pipe instead of this error. Read and drop the body first.
+            self._early_error = error
+            return
+        self._slot_user = self._user_name()
+
+    def _has_body(self) -> bool:
+        headers = self.request.headers
+        length = headers.get("Content-Length", "0")
+        return (length.isdigit() and int(length) > 0) or "Transfer-Encoding" in headers
+
+    def _make_request_id(self) -> str:
+        sent = self.request.headers.get("X-Request-ID", "")
+        if _REQUEST_ID_PATTERN.match(sent):
+            return sent
+        return uuid.uuid4().hex
+
+    def _match_route(self):
+        prefix = self.base_url.rstrip("/") + "/akko-llm/v1/"
+        raw_path = self.request.path
+        if not raw_path.startswith(prefix):
+            raise ProxyError(
+                404,
+                "Unknown route. This endpoint forwards only: "
+                f"{allowed_routes_text()}.",
+                code="route_not_found",
+            )
+        try:
+            return match_route(self.request.method, raw_path[len(prefix) :])
+        except RouteNotAllowed as error:
+            raise ProxyError(
+                404,
+                f"Unknown route {self.request.method} akko-llm/v1/"
+                f"{raw_path[len(prefix):][:200]!r}: {error}. This endpoint forwards "
+                f"only: {allowed_routes_text()}.",
+                code="route_not_found",
+            ) from None
+
+    def _check_settings(self) -> None:
+        problems = self.state.problems
+        if problems:
+            raise ProxyError(
+                503,
+                "The LLM proxy of this Jupyter server is misconfigured, so no "
+                "request is forwarded: " + " ".join(problems) + " Ask the platform "
+                "admin to fix the setting and restart the server.",
+                code="proxy_misconfigured",
+            )
+
+    def _read_key(self) -> str:
+        try:
+            return self.state.key.get()
+        except KeyUnavailable as error:
+            raise ProxyError(
+                503,
+                f"{error} This is a server configuration problem; ask the "
+                "platform admin.",
+                code="gateway_key_unavailable",
+            ) from None
+
+    def _too_large_error(self, size: int) -> ProxyError:
+        limit = self.state.settings.max_body_size
+        return ProxyError(
+            413,
+            f"The request body is {size} bytes, over the limit of {limit} bytes "
+            f"set by {setting_name('max_body_size')}. Send less per request, for "
+            "example fewer texts per embeddings call.",
+            code="request_too_large",
+        )
+
+    def _check_declared_size(self) -> None:
+        limit = self.state.settings.max_body_size
+        declared = self.request.headers.get("Content-Length")
+        if limit and declared and declared.isdigit() and int(declared) > limit:
+            # The body is still read and dropped, so that the client can read
+            # the 413 instead of having its upload cut off.
+            self._body_error = self._too_large_error(int(declared))
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_error is not None or self._early_error is not None:
+            return
+        limit = self.state.settings.max_body_size
+        if limit and self._body_size > limit:
+            self._body_error = self._too_large_error(self._body_size)
+            self._body_chunks = []
+            return
+        self._body_chunks.append(chunk)
+
+    # ------------------------------------------------------------- methods
+
+    @web.authenticated
+    async def get(self, _path: str) -> None:
+        if self._early_error is not None:
+            raise self._early_error
+        await self._run_proxy(body=None)
+
+    @web.authenticated
+    async def post(self, _path: str) -> None:
+        if self._finished:
+            return
+        if self._early_error is not None:
+            raise self._early_error
+        if self._body_error is not None:
+            raise self._body_error
+        body = b"".join(self._body_chunks)
+        self._body_chunks = []
+        stream = self._check_body(body)
+        await self._run_proxy(body=body, stream=stream)
+
+    # The allow-list in prepare() rejects every other method with a 404 before
+    # the body is forwarded; they exist so that prepare() sees a method to
+    # authenticate. Authentication is checked in prepare(); the stored error is
+    # raised here once the body has been read.
+    put = patch = delete = post
+
+    def _check_body(self, body: bytes) -> bool:
+        """Check that ``body`` is a JSON object; return whether it asks to stream."""
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ProxyError(
+                400,
+                f"The request body of {self.route.name} is not valid JSON: {error}. "
+                "Send a JSON object with Content-Type: application/json.",
+                code="invalid_json",
+            ) from None
+        if not isinstance(payload, dict):
+            raise ProxyError(
+                400,
+                f"The request body of {self.route.name} must be a JSON object, "
+                f"not {type(payload).__name__}.",
+                code="invalid_body",
+            )
+        model = payload.get("model")
+        if isinstance(model, str) and has_control_characters(model):
+            raise ProxyError(
+                400,
+                f"The model id {model[:100]!r} contains control characters.",
+                code="invalid_model",
+            )
+        return payload.get("stream") is True
+
+    # ------------------------------------------------------------ forwarding
+
+    async def _run_proxy(self, body: bytes | None, stream: bool = False) -> None:
+        """Forward in a task of its own, so a client that goes away can cancel it."""
+        self._upstream_task = asyncio.ensure_future(self._forward(body, stream))
+        try:
+            await self._upstream_task
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise
+            self.log.info(
+                "akko-llm %s: client of %s went away; upstream request cancelled",
+                self._request_id,
+                self._user_name(),
+            )
+
+    def on_connection_close(self) -> None:
+        self._client_gone = True
+        task = self._upstream_task
+        if task is not None and not task.done():
+            task.cancel()
+        self._release_slot()
+
+    def on_finish(self) -> None:
+        self._release_slot()
+        if self.state.log.isEnabledFor(logging.DEBUG):
+            self.state.log.debug(
+                "akko-llm %s: %s %s for %s -> %s (upstream %s) in %.1f ms",
+                getattr(self, "_request_id", "-"),
+                self.request.method,
+                getattr(getattr(self, "route", None), "name", "-"),
+                self._user_name(),
+                self.get_status(),
+                getattr(self, "_upstream_status", None),
+                (time.perf_counter() - self._started) * 1000,
+            )
+
+    def _release_slot(self) -> None:
+        user = getattr(self, "_slot_user", None)
+        if user is not None:
+            self._slot_user = None
+            self.state.limiter.release(user)
+
+    def _upstream_headers(self) -> dict[str, str]:
+        headers = {
+            name: self.request.headers[name]
+            for name in FORWARDED_REQUEST_HEADERS
+            if name in self.request.headers
+        }
+        headers["Accept-Encoding"] = "identity"
+        headers["X-Request-ID"] = self._request_id
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    async def _forward(self, body: bytes | None, stream: bool) -> None:
+        client = self.state.client
+        self.state.stats["requests"] += 1
+        url = client.url_for(self.route.upstream_path, self.request.query)
+        response = await client.open(
+            self.request.method, url, self._upstream_headers(), body
+        )
+        complete = False
+        try:
+            self._upstream_status = response.status
+            content_type = response.headers.get("Content-Type", "")
+            event_stream = content_type.startswith("text/event-stream")
+            relay_stream = event_stream or (
+                stream
+                and 200 <= response.status < 300
+                and not content_type.startswith("application/json")
+            )
+            if relay_stream:
+                await self._relay_stream(response, content_type, event_stream)
+            else:
+                await self._relay_body(response, content_type)
+            complete = True
+        finally:
+            if complete:
+                response.release()
+            else:
+                response.close()
+
+    def _copy_response_headers(self, response: aiohttp.ClientResponse) -> None:
+        for name, value in response.headers.items():
+            lower = name.lower()
+            if name.title() in FORWARDED_RESPONSE_HEADERS or lower.startswith(
+                FORWARDED_RESPONSE_HEADER_PREFIXES
+            ):
+                if lower == "x-request-id":
+                    continue  # This server's id is already set and logged.
+                self.set_header(name, value)
+
+    async def _relay_body(
+        self, response: aiohttp.ClientResponse, content_type: str
+    ) -> None:
+        payload = await self.state.client.read_body(response)
+        status = response.status
+        if status >= 400:
+            self._check_upstream_error(status, payload, content_type)
+        self.set_status(status, reason=response.reason or None)
+        self._copy_response_headers(response)
+        self.finish(payload, set_content_type=content_type or "application/json")
+
+    def _check_upstream_error(self, status: int, payload: bytes, content_type: str) -> None:
+        """Translate the upstream errors that are this server's problem; pass the rest."""
+        error = None
+        if content_type.startswith("application/json"):
+            try:
+                error = json.loads(payload).get("error")
+            except (ValueError, AttributeError):
+                error = None
+
+        if status in (401, 403) or (
+            # LiteLLM without a database answers a wrong master key with a 400
+            # whose error type is "no_db_connection" (seen with LiteLLM 1.108).
+            status == 400
+            and isinstance(error, dict)
+            and "no_db_connection" in (str(error.get("type")), str(error.get("code")))
+        ):
+            self.state.key.invalidate()
+            self.log.warning(
+                "akko-llm %s: the gateway %s rejected this server's key (HTTP %s): %s",
+                self._request_id,
+                self.state.client.base_url,
+                status,
+                self._scrub(_short_text(payload, MAX_LOGGED_BODY)),
+            )
+            raise ProxyError(
+                502,
+                f"The model gateway at {self.state.client.base_url} rejected this "
+                f"Jupyter server's gateway key (HTTP {status}). This is not your "
+                "fault: the key is configured by the platform, and it comes from "
+                f"{self.state.key.describe_source()}. Ask the platform admin to "
+                "check that it matches the gateway's master key or a valid "
+                "virtual key (a Helm upgrade that regenerated the key often "
+                "causes this).",
+                code="gateway_key_rejected",
+            )
+
+        if error is None:
+            # Not an OpenAI-style error body (an ingress' HTML page, an empty
+            # body, truncated JSON): wrap it so that clients can show it.
+            excerpt = _short_text(payload)
+            detail = f": {excerpt!r}" if excerpt else " with an empty body"
+            self.log.warning(
+                "akko-llm %s: the gateway %s answered HTTP %s without a JSON error%s",
+                self._request_id,
+                self.state.client.base_url,
+                status,
+                detail,
+            )
+            raise ProxyError(
+                status if status in (500, 502, 503, 504) else 502,
+                f"The model gateway at {self.state.client.base_url} answered HTTP "
+                f"{status} without an error message{detail}. It may be restarting "
+                "or behind a failing ingress; try again in a minute.",
+                code="upstream_error",
+            )
+
+    def _scrub(self, text: str) -> str:
+        """Remove the gateway key from ``text`` before it is logged."""
+        if self.api_key:
+            text = text.replace(self.api_key, "[secret]")
+        return text
+
+    async def _relay_stream(
+        self, response: aiohttp.ClientResponse, content_type: str, event_stream: bool
+    ) -> None:
+        """Relay a stream, flushing every complete event as soon as it arrives."""
+        self.set_status(response.status, reason=response.reason or None)
+        self._copy_response_headers(response)
+        content_type = content_type or "text/event-stream"
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+
+        pending = b""
+        try:
+            async for chunk in self.state.client.iter_body(response):
+                if pending:
+                    chunk = pending + chunk
+                end = _complete_events_end(chunk, event_stream)
+                if end == 0 and len(chunk) < MAX_PENDING_EVENT_BYTES:
+                    pending = chunk
+                    continue
+                if end == 0:
+                    end = len(chunk)
+                pending = chunk[end:]
+                self.write(chunk[:end])
+                await self.flush()
+            if pending:
+                self.write(pending)
+        except ProxyError as error:
+            if not self._headers_written:
+                raise
+            # Headers are gone: report the failure as a final event. The
+            # incomplete event held in ``pending`` is dropped, so the client
+            # never parses half an event.
+            self.log.warning(
+                "akko-llm %s: stream for %s failed after it started: %s",
+                self._request_id,
+                self._user_name(),
+                error.message,
+            )
+            self.write(error.to_sse_event())
+        except StreamClosedError:
+            self._client_gone = True
+            return
+        try:
+            self.finish(set_content_type=content_type)
+        except StreamClosedError:
+            self._client_gone = True
+
+    # ---------------------------------------------------------------- errors
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        """Write every error as an OpenAI error object, never a traceback."""
+        exc_info = kwargs.get("exc_info")
+        error = exc_info[1] if exc_info else None
+        if not isinstance(error, ProxyError):
+            error = self._wrap_error(status_code, error)
+        self.set_status(error.status)
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        if error.status >= 500 and error.code not in ("internal_error",):
+            self.log.warning(
+                "akko-llm %s: %s for %s: %s",
+                getattr(self, "_request_id", "-"),
+                error.status,
+                self._user_name(),
+                error.message,
+            )
+        self.finish(error.to_json(), set_content_type="application/json")
+
+    def _wrap_error(self, status_code: int, error: BaseException | None) -> ProxyError:
+        detail = getattr(error, "log_message", None) or ""
+        if status_code == 403 and "xsrf" in detail.lower():
+            return ProxyError(
+                403,
+                f"The XSRF check failed ({detail}). A browser request that is "
+                "authenticated by the Jupyter cookie must send the X-XSRFToken "
+                "header (JupyterLab's ServerConnection does this). Scripts and "
+                "kernels should send 'Authorization: token <token>' instead.",
+                code="xsrf_failed",
+            )
+        if status_code == 403:
+            return ProxyError(
+                403,
+                "Not authenticated. Send this Jupyter server's token in the "
+                "'Authorization: token <token>' (or 'Bearer <token>') header, or "
+                "the session cookie with an X-XSRFToken header. In a notebook, "
+                "akko_jupyter_llm.openai_client() does this for you.",
+                code="not_authenticated",
+            )
+        if status_code == 404:
+            return ProxyError(404, "Not found.", code="route_not_found")
+        if status_code < 500:
+            return ProxyError(
+                status_code, detail or "The request was rejected.", code="bad_request"
+            )
+        self.log.error(
+            "akko-llm %s: unexpected error",
+            getattr(self, "_request_id", "-"),
+            exc_info=error,
+        )
+        return ProxyError(
+            500,
+            "The LLM proxy hit an unexpected error; it is logged on the Jupyter "
+            f"server with request id {getattr(self, '_request_id', '-')}.",
+            code="internal_error",
+        )

@@ -1,0 +1,199 @@
+"""The HTTP client that talks to the gateway: pooling, timeouts, error translation.
+
+`UpstreamClient` owns one `aiohttp.ClientSession`, so connections to the
+gateway stay open and are reused across requests and users. It has three
+separate timeouts and no total one, so a stream that keeps sending may run for
+as long as it needs:
+
+- ``connect_timeout``: opening the TCP (and TLS) connection;
+- ``first_byte_timeout``: from sending the request to receiving the response
+  headers, which covers a cold model load on CPU;
+- ``idle_timeout``: between two chunks of the response body.
+
+Every network failure leaves as a `ProxyError` whose message names the
+upstream URL, what went wrong, and the setting to check. The key is never part
+of a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+from yarl import URL
+
+from .config import ProxySettings, setting_name
+from .errors import ProxyError
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as async_timeout
+else:  # pragma: no cover - aiohttp depends on async-timeout on Python 3.10
+    from async_timeout import timeout as async_timeout
+
+
+class UpstreamClient:
+    """A pooled client for the configured upstream (a LiteLLM gateway or Ollama)."""
+
+    def __init__(self, settings: ProxySettings, log: logging.Logger) -> None:
+        self.settings = settings
+        self.log = log
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.upstream_url
+
+    def url_for(self, upstream_path: str, query: str = "") -> URL:
+        """Return the upstream URL for an already-encoded route path and query."""
+        url = f"{self.base_url}/{upstream_path}"
+        if query:
+            url += "?" + query
+        # encoded=True: the path was checked and encoded by routes.match_route,
+        # and yarl must not normalise it again.
+        return URL(url, encoded=True)
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # The per-user limit in the handler bounds concurrency.
+                ttl_dns_cache=300,
+                keepalive_timeout=60,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=self.settings.connect_timeout,
+                ),
+                # Bodies are decoded here, so the client never gets a
+                # Content-Encoding that does not match the bytes it receives.
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def open(
+        self, method: str, url: URL, headers: dict[str, str], body: bytes | None
+    ) -> aiohttp.ClientResponse:
+        """Send a request and return the response once its headers have arrived.
+
+        The caller must close or release the response.
+        """
+        session = self._get_session()
+        try:
+            async with async_timeout(self.settings.first_byte_timeout):
+                return await session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    # aiohttp's own compression header is replaced by ours.
+                    compress=None,
+                )
+        except aiohttp.ConnectionTimeoutError as error:
+            raise self._timeout_error("connect_timeout", "connecting to") from error
+        except asyncio.TimeoutError as error:
+            raise self._timeout_error(
+                "first_byte_timeout", "waiting for the response from"
+            ) from error
+        except aiohttp.ClientError as error:
+            raise self.translate_error(error, before_response=True) from error
+        except ssl.SSLError as error:
+            raise self._tls_error(error) from error
+
+    async def iter_body(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """Yield the response body in chunks as they arrive.
+
+        Raises `ProxyError` when no chunk arrives within ``idle_timeout`` or the
+        connection breaks before the body is complete.
+        """
+        content = response.content
+        while True:
+            try:
+                async with async_timeout(self.settings.idle_timeout):
+                    chunk = await content.readany()
+            except asyncio.TimeoutError as error:
+                raise self._timeout_error(
+                    "idle_timeout", "waiting for the next part of the response from"
+                ) from error
+            except aiohttp.ClientError as error:
+                raise self.translate_error(error, before_response=False) from error
+            if not chunk:
+                return
+            yield chunk
+
+    async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """Read the whole response body, with the idle timeout between chunks."""
+        chunks = [chunk async for chunk in self.iter_body(response)]
+        return b"".join(chunks)
+
+    def _timeout_error(self, trait: str, doing: str) -> ProxyError:
+        seconds = getattr(self.settings, trait)
+        return ProxyError(
+            504,
+            f"Timed out after {seconds:g} s {doing} the model gateway at "
+            f"{self.base_url}. The limit is {setting_name(trait)}. The gateway or "
+            "its model server may be overloaded or still loading the model; "
+            "try again, or ask the platform admin to raise the limit.",
+            code="upstream_timeout",
+        )
+
+    def _tls_error(self, error: BaseException) -> ProxyError:
+        return ProxyError(
+            502,
+            f"TLS with the model gateway at {self.base_url} failed: {error}. "
+            f"Check {setting_name('upstream_url')} and that the gateway's "
+            "certificate is trusted by this server.",
+            code="upstream_tls_error",
+        )
+
+    def translate_error(
+        self, error: aiohttp.ClientError, *, before_response: bool
+    ) -> ProxyError:
+        """Turn an aiohttp failure into a `ProxyError` that says what to check."""
+        where = setting_name("upstream_url")
+        if isinstance(error, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+            return self._tls_error(error)
+        if isinstance(error, aiohttp.ClientConnectorDNSError):
+            host = error.host
+            return ProxyError(
+                502,
+                f"Cannot resolve the host name {host!r} of the model gateway "
+                f"{self.base_url}. Check {where}: in Kubernetes it is the "
+                "gateway's Service name, for example http://akko-akko-litellm:4000/v1.",
+                code="upstream_unreachable",
+            )
+        if isinstance(error, aiohttp.ClientConnectorError):
+            reason = error.os_error.strerror or str(error.os_error)
+            return ProxyError(
+                502,
+                f"Cannot connect to the model gateway at {self.base_url}: {reason}. "
+                f"Check that the gateway is running and that {where} is right.",
+                code="upstream_unreachable",
+            )
+        if before_response:
+            return ProxyError(
+                502,
+                f"The model gateway at {self.base_url} closed the connection "
+                f"before answering ({type(error).__name__}). It may have restarted; "
+                "try again.",
+                code="upstream_disconnected",
+            )
+        return ProxyError(
+            502,
+            f"The connection to the model gateway at {self.base_url} broke "
+            f"while the response was being received ({type(error).__name__}). "
+            "The answer is incomplete; try again.",
+            code="upstream_disconnected",
+        )
