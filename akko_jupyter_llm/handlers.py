@@ -146,7 +146,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             self._check_settings()
             self.api_key = self._read_key()
             self._check_declared_size()
-            self.state.limiter.acquire(self._user_name())
+            self.state.limiter.acquire(self._limit_key())
         except web.HTTPError as error:
             if not self._has_body():
                 raise
@@ -155,7 +155,20 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             # a broken pipe instead of this error. Read and drop the body first.
             self._early_error = error
             return
-        self._slot_user = self._user_name()
+        self._slot_user = self._limit_key()
+
+    def _limit_key(self) -> str:
+        """Return whose request this is, for the per-user limit.
+
+        Under JupyterHub the user name identifies the person (the server's
+        owner, or someone the owner shared it with). A standalone Jupyter
+        server gives every token-authenticated request a new random user name,
+        but it has a single user, so all its requests count as one.
+        """
+        identity_provider = self.identity_provider
+        if type(identity_provider).__module__.startswith("jupyterhub"):
+            return self._user_name()
+        return "server-owner"
 
     def _has_body(self) -> bool:
         headers = self.request.headers
@@ -393,6 +406,8 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         payload = await self.state.client.read_body(response)
         status = response.status
         if status >= 400:
+            # Some gateways quote the key they were sent in their error.
+            payload = self._scrub_bytes(payload)
             self._check_upstream_error(status, payload, content_type)
         self.set_status(status, reason=response.reason or None)
         self._copy_response_headers(response)
@@ -455,10 +470,15 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             )
 
     def _scrub(self, text: str) -> str:
-        """Remove the gateway key from ``text`` before it is logged."""
+        """Remove the gateway key from ``text`` before it is logged or shown."""
         if self.api_key:
             text = text.replace(self.api_key, "[secret]")
         return text
+
+    def _scrub_bytes(self, payload: bytes) -> bytes:
+        if self.api_key:
+            payload = payload.replace(self.api_key.encode(), b"[secret]")
+        return payload
 
     async def _relay_stream(
         self, response: aiohttp.ClientResponse, content_type: str, event_stream: bool
