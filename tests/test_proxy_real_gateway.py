@@ -162,3 +162,30 @@ async def test_ollama_native_through_litellm(client, ollama_route, ollama_upstre
     assert text.endswith("stream me")
     paths = [recorded["path"] for recorded in ollama_upstream.recorded_requests()]
     assert paths.count("/api/chat") == 2
+
+
+NOTEBOOK_CELL = """
+from akko_jupyter_llm import openai_client
+client = openai_client(max_retries=0)
+stream = client.chat.completions.create(
+    model="qwen2.5:3b", stream=True, max_tokens=16, temperature=0,
+    messages=[{"role": "user", "content": "Which region had the highest sales?"}],
+)
+pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+print(len(pieces), repr("".join(pieces)))
+"""
+
+
+@pytest.mark.parametrize("real_upstream", ["litellm"], indirect=True)
+async def test_notebook_cell_streams_through_litellm(proxy, real_upstream, jp_serverapp):
+    """A notebook cell streams a llama.cpp answer through this proxy and LiteLLM."""
+    from tests.test_kernel_client import run_in_kernel
+
+    output = await run_in_kernel(jp_serverapp, NOTEBOOK_CELL)
+    count, text = output.strip().split(" ", 1)
+    assert int(count) > 3
+    direct = openai.AsyncOpenAI(base_url=proxy.endpoint, api_key=proxy.token, max_retries=0)
+    reference = await direct.chat.completions.create(
+        model="qwen2.5:3b", max_tokens=16, temperature=0, messages=MESSAGES
+    )
+    assert text == repr(reference.choices[0].message.content)
