@@ -45,9 +45,9 @@ async def test_models(client, real_upstream):
     assert {"qwen2.5:3b", "qwen2.5-coder:7b", "nomic-embed-text"} <= set(models)
 
 
+# llama_cpp.server has no GET /v1/models/{id}.
+@pytest.mark.parametrize("real_upstream", ["litellm"], indirect=True)
 async def test_model_by_id(client, real_upstream):
-    if real_upstream["name"] == "llama":
-        pytest.skip("llama_cpp.server has no GET /v1/models/{id}")
     model = await client.models.retrieve("qwen2.5-coder:7b")
     assert model.id == "qwen2.5-coder:7b"
 
@@ -98,9 +98,9 @@ async def test_embeddings(client, real_upstream):
     assert vectors[0] != vectors[1]
 
 
+# llama_cpp.server answers any model id with one of its models.
+@pytest.mark.parametrize("real_upstream", ["litellm"], indirect=True)
 async def test_unknown_model_error_readable(client, real_upstream):
-    if real_upstream["name"] == "llama":
-        pytest.skip("llama_cpp.server answers any model id with one of its models")
     with pytest.raises(openai.APIStatusError) as raised:
         await client.chat.completions.create(model="no-such-model", messages=MESSAGES)
     assert raised.value.status_code in (400, 404)
@@ -125,9 +125,8 @@ async def test_langchain(proxy, real_upstream):
     assert len(vectors) == 3
 
 
+@pytest.mark.parametrize("real_upstream", ["litellm"], indirect=True)
 async def test_gateway_rejects_wrong_key(real_upstream, proxy, jp_serverapp):
-    if real_upstream["name"] == "llama":
-        pytest.skip("llama.cpp checks no key")
     extension = jp_serverapp.web_app.settings["akko_jupyter_llm"]
     extension.proxy_state.key._literal = "sk-wrong-key"
     client = openai.AsyncOpenAI(base_url=proxy.endpoint, api_key=proxy.token, max_retries=0)
