@@ -24,6 +24,7 @@ from ._version import __version__
 from .config import ENV_VARS, check_settings, env_number, redact_url
 from .credentials import GatewayKey
 from .handlers import ProxyHandler, ProxyState
+from .identity import identity_enabled
 from .kernel_env import KERNEL_BASE_URL_ENV, KERNEL_TOKEN_ENV, kernel_base_url
 from .limits import ConcurrencyLimiter
 from .upstream import UpstreamClient
@@ -113,6 +114,18 @@ class AkkoLLM(ExtensionApp):
         """,
     ).tag(config=True)
 
+    user_identity = Unicode(
+        help="""Whether requests tell the gateway which user they are for: auto, on or off.
+
+        When on, the proxy sets the OpenAI 'user' field of each request body and
+        LiteLLM's X-LiteLLM-End-User-Id header to the JupyterHub user name, so the
+        gateway's spend tracking, budgets and rate limits work per person. A
+        'user' value sent by the client is replaced. 'auto' (the default) means
+        on when the server was spawned by JupyterHub.
+        Default from the environment variable AKKO_LLM_USER_IDENTITY.
+        """,
+    ).tag(config=True)
+
     # Problems found while reading environment variables, reported at start.
     _env_problems: dict[str, str]
 
@@ -131,6 +144,10 @@ class AkkoLLM(ExtensionApp):
     @default("api_key_file")
     def _default_api_key_file(self) -> str:
         return os.environ.get(ENV_VARS["api_key_file"], "")
+
+    @default("user_identity")
+    def _default_user_identity(self) -> str:
+        return os.environ.get(ENV_VARS["user_identity"], "").strip().lower() or "auto"
 
     @default("connect_timeout")
     def _default_connect_timeout(self) -> float:
@@ -181,6 +198,7 @@ class AkkoLLM(ExtensionApp):
             client=UpstreamClient(settings, self.log),
             limiter=ConcurrencyLimiter(max(settings.max_concurrent_requests, 0)),
             log=self.log,
+            send_user_identity=identity_enabled(settings.user_identity),
         )
 
         for problem in problems:

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .identity import IDENTITY_MODES
+
 ENV_VARS = {
     "upstream_url": "AKKO_LLM_UPSTREAM_URL",
     "api_key": "AKKO_LLM_API_KEY",
@@ -23,6 +25,7 @@ ENV_VARS = {
     "idle_timeout": "AKKO_LLM_IDLE_TIMEOUT",
     "max_body_size": "AKKO_LLM_MAX_BODY_SIZE",
     "max_concurrent_requests": "AKKO_LLM_MAX_CONCURRENT_REQUESTS",
+    "user_identity": "AKKO_LLM_USER_IDENTITY",
 }
 
 
@@ -36,6 +39,7 @@ class ProxySettings:
     idle_timeout: float
     max_body_size: int
     max_concurrent_requests: int
+    user_identity: str = "auto"
 
 
 def setting_name(trait: str) -> str:
@@ -138,6 +142,14 @@ def check_settings(app, env_problems: dict[str, str]) -> tuple[ProxySettings, li
                 f"not {value!r}."
             )
 
+    user_identity = app.user_identity.strip().lower()
+    if user_identity not in IDENTITY_MODES:
+        problems.append(
+            f"{setting_name('user_identity')} must be one of "
+            f"{', '.join(IDENTITY_MODES)}, not {app.user_identity!r}."
+        )
+        user_identity = "off"
+
     settings = ProxySettings(
         upstream_url=upstream_url,
         connect_timeout=app.connect_timeout,
@@ -145,5 +157,6 @@ def check_settings(app, env_problems: dict[str, str]) -> tuple[ProxySettings, li
         idle_timeout=app.idle_timeout,
         max_body_size=app.max_body_size,
         max_concurrent_requests=app.max_concurrent_requests,
+        user_identity=user_identity,
     )
     return settings, problems

@@ -35,6 +35,7 @@ from tornado.iostream import StreamClosedError
 from .config import ProxySettings, setting_name
 from .credentials import GatewayKey, KeyUnavailable
 from .errors import ProxyError
+from .identity import END_USER_HEADER, fallback_user_name, with_user_field
 from .limits import ConcurrencyLimiter
 from .routes import (
     RouteNotAllowed,
@@ -79,6 +80,8 @@ class ProxyState:
     client: UpstreamClient
     limiter: ConcurrencyLimiter
     log: logging.Logger
+    # Whether requests name their user to the gateway (see identity.py).
+    send_user_identity: bool = False
     stats: dict[str, int] = field(default_factory=lambda: {"requests": 0})
 
 
@@ -271,8 +274,10 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             raise self._body_error
         body = b"".join(self._body_chunks)
         self._body_chunks = []
-        stream = self._check_body(body)
-        await self._run_proxy(body=body, stream=stream)
+        payload = self._check_body(body)
+        if self.state.send_user_identity:
+            body = with_user_field(body, payload, self._identity())
+        await self._run_proxy(body=body, stream=payload.get("stream") is True)
 
     # The allow-list in prepare() rejects every other method with a 404 before
     # the body is forwarded; they exist so that prepare() sees a method to
@@ -280,8 +285,14 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
     # raised here once the body has been read.
     put = patch = delete = post
 
-    def _check_body(self, body: bytes) -> bool:
-        """Check that ``body`` is a JSON object; return whether it asks to stream."""
+    def _identity(self) -> str:
+        """Return the user name to send to the gateway."""
+        if type(self.identity_provider).__module__.startswith("jupyterhub"):
+            return self._user_name()
+        return fallback_user_name()
+
+    def _check_body(self, body: bytes) -> dict:
+        """Check that ``body`` is a JSON object and return it parsed."""
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
@@ -305,7 +316,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
                 f"The model id {model[:100]!r} contains control characters.",
                 code="invalid_model",
             )
-        return payload.get("stream") is True
+        return payload
 
     # ------------------------------------------------------------ forwarding
 
@@ -360,6 +371,12 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         headers["X-Request-ID"] = self._request_id
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        if self.state.send_user_identity:
+            identity = self._identity()
+            # HTTP header values are ASCII; a name outside it travels in the
+            # body's user field only.
+            if identity.isascii() and identity.isprintable():
+                headers[END_USER_HEADER] = identity
         return headers
 
     async def _forward(self, body: bytes | None, stream: bool) -> None:
