@@ -18,10 +18,17 @@ import os
 import time
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, Unicode, default
+from traitlets import Unicode, default
 
 from ._version import __version__
-from .config import ENV_VARS, check_settings, env_number, redact_url
+from .config import (
+    ENV_VARS,
+    LenientFloat,
+    LenientInt,
+    check_settings,
+    env_number,
+    redact_url,
+)
 from .credentials import GatewayKey
 from .handlers import ProxyHandler, ProxyState
 from .identity import identity_enabled
@@ -72,14 +79,14 @@ class AkkoLLM(ExtensionApp):
         """,
     ).tag(config=True)
 
-    connect_timeout = Float(
+    connect_timeout = LenientFloat(
         help="""Seconds to wait for a connection to the upstream to open.
 
         Default 10. From the environment variable AKKO_LLM_CONNECT_TIMEOUT.
         """,
     ).tag(config=True)
 
-    first_byte_timeout = Float(
+    first_byte_timeout = LenientFloat(
         help="""Seconds to wait from sending a request to the upstream's first response byte.
 
         Generous by default (600, ten minutes) because a model that is not yet
@@ -88,7 +95,7 @@ class AkkoLLM(ExtensionApp):
         """,
     ).tag(config=True)
 
-    idle_timeout = Float(
+    idle_timeout = LenientFloat(
         help="""Seconds to wait between two chunks of a response before giving up.
 
         A stream that keeps sending within this time runs as long as it needs:
@@ -97,7 +104,7 @@ class AkkoLLM(ExtensionApp):
         """,
     ).tag(config=True)
 
-    max_body_size = Int(
+    max_body_size = LenientInt(
         help="""Largest request body forwarded, in bytes; larger ones get a 413.
 
         0 means no limit of this extension's own. Default 16777216 (16 MiB).
@@ -105,7 +112,7 @@ class AkkoLLM(ExtensionApp):
         """,
     ).tag(config=True)
 
-    max_concurrent_requests = Int(
+    max_concurrent_requests = LenientInt(
         help="""Requests one user may have in progress at once; more get a 429.
 
         Each further request gets HTTP 429 with a Retry-After header. 0 means no

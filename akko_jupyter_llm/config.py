@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from traitlets import Float, Int, TraitError
+
 from .identity import IDENTITY_MODES
 
 ENV_VARS = {
@@ -122,24 +124,27 @@ def check_settings(app, env_problems: dict[str, str]) -> tuple[ProxySettings, li
     if url_problem:
         problems.append(url_problem)
 
+    numbers = {}
     for trait in ("connect_timeout", "first_byte_timeout", "idle_timeout"):
-        value = getattr(app, trait)
+        value = _as_number(getattr(app, trait), float)
+        numbers[trait] = value
         if trait in env_problems:
             problems.append(f"{setting_name(trait)}: {env_problems[trait]}.")
-        elif math.isnan(value) or value <= 0:
+        elif value is None or math.isnan(value) or value <= 0:
             problems.append(
                 f"{setting_name(trait)} must be a positive number of seconds, "
-                f"not {value!r}."
+                f"not {getattr(app, trait)!r}."
             )
 
     for trait in ("max_body_size", "max_concurrent_requests"):
-        value = getattr(app, trait)
+        value = _as_number(getattr(app, trait), int)
+        numbers[trait] = value
         if trait in env_problems:
             problems.append(f"{setting_name(trait)}: {env_problems[trait]}.")
-        elif value < 0:
+        elif value is None or value < 0:
             problems.append(
-                f"{setting_name(trait)} must be 0 or more (0 means no limit), "
-                f"not {value!r}."
+                f"{setting_name(trait)} must be an integer, 0 or more (0 means no "
+                f"limit), not {getattr(app, trait)!r}."
             )
 
     user_identity = app.user_identity.strip().lower()
@@ -150,13 +155,54 @@ def check_settings(app, env_problems: dict[str, str]) -> tuple[ProxySettings, li
         )
         user_identity = "off"
 
+    # A setting with a problem keeps a harmless stand-in value: no request is
+    # forwarded while there are problems.
     settings = ProxySettings(
         upstream_url=upstream_url,
-        connect_timeout=app.connect_timeout,
-        first_byte_timeout=app.first_byte_timeout,
-        idle_timeout=app.idle_timeout,
-        max_body_size=app.max_body_size,
-        max_concurrent_requests=app.max_concurrent_requests,
+        connect_timeout=numbers["connect_timeout"] or 1.0,
+        first_byte_timeout=numbers["first_byte_timeout"] or 1.0,
+        idle_timeout=numbers["idle_timeout"] or 1.0,
+        max_body_size=numbers["max_body_size"] or 0,
+        max_concurrent_requests=numbers["max_concurrent_requests"] or 0,
         user_identity=user_identity,
     )
     return settings, problems
+
+
+def _as_number(value, cast: type):
+    """Return ``value`` as a number of type ``cast``, or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        if cast is int and isinstance(value, float) and not value.is_integer():
+            return None
+        return cast(value)
+    try:
+        return cast(str(value).strip())
+    except ValueError:
+        return None
+
+
+class LenientFloat(Float):
+    """A float setting that keeps an invalid value for `check_settings` to report.
+
+    A plain `Float` raises at start on ``c.AkkoLLM.idle_timeout = "two"``, and
+    the extension then fails to load: its routes vanish instead of saying what
+    is wrong.
+    """
+
+    def validate(self, obj, value):
+        try:
+            return super().validate(obj, value)
+        except TraitError:
+            return value
+
+
+class LenientInt(Int):
+    """An integer setting that keeps an invalid value; see `LenientFloat`."""
+
+    def validate(self, obj, value):
+        try:
+            return super().validate(obj, value)
+        except TraitError:
+            return value

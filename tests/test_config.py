@@ -96,3 +96,38 @@ def test_every_setting_documents_its_variable(trait):
 )
 def test_numeric_settings_name_their_unit(trait, unit):
     assert unit in AkkoLLM.class_traits()[trait].help
+
+
+@pytest.mark.parametrize(
+    "trait, value, expected",
+    [
+        ("connect_timeout", "abc", "c.AkkoLLM.connect_timeout"),
+        ("idle_timeout", [1], "c.AkkoLLM.idle_timeout"),
+        ("max_body_size", "a lot", "c.AkkoLLM.max_body_size"),
+        ("max_concurrent_requests", 2.5, "c.AkkoLLM.max_concurrent_requests"),
+    ],
+)
+def test_wrongly_typed_setting_is_a_problem(clean_environment, trait, value, expected):
+    """A value of the wrong type is reported like any bad value, not raised at start."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.AkkoLLM[trait] = value
+    app = AkkoLLM(config=config)
+    _, problems = check_settings(app, app._env_problems)
+    assert len(problems) == 1
+    assert expected in problems[0]
+    assert repr(value) in problems[0]
+
+
+def test_numeric_strings_from_config_accepted(clean_environment):
+    from traitlets.config import Config
+
+    config = Config()
+    config.AkkoLLM.idle_timeout = "30"
+    config.AkkoLLM.max_body_size = "1000"
+    app = AkkoLLM(config=config)
+    settings, problems = check_settings(app, app._env_problems)
+    assert problems == []
+    assert settings.idle_timeout == 30.0
+    assert settings.max_body_size == 1000

@@ -352,3 +352,13 @@ async def test_error_messages_never_show_the_key(proxy, upstream, caplog):
             seen += await response.text()
     assert GATEWAY_KEY not in seen
     assert GATEWAY_KEY not in caplog.text
+
+
+@pytest.mark.akko(idle_timeout="soon")
+async def test_wrongly_typed_setting_reported_not_fatal(proxy, upstream):
+    async with proxy.request("GET", "models") as response:
+        assert response.status == 503
+        error = await error_of(response)
+    assert "c.AkkoLLM.idle_timeout" in error["message"]
+    assert "'soon'" in error["message"]
+    assert upstream.requests == []
