@@ -87,3 +87,18 @@ def test_installed_package_imports_without_server(clean_venv):
         "print('jupyter_server' in sys.modules)",
     ])
     assert output.split() == [__version__, "False"]
+
+
+def test_sdist_and_wheel_pass_twine_check(tmp_path, wheel):
+    run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path)],
+        cwd=REPOSITORY_ROOT,
+    )
+    (sdist,) = tmp_path.glob("akko_jupyter_llm-*.tar.gz")
+    output = run([sys.executable, "-m", "twine", "check", "--strict", str(sdist), str(wheel)])
+    assert output.count("PASSED") == 2
+
+
+def test_version_single_sourced(wheel):
+    assert wheel.name.startswith(f"akko_jupyter_llm-{__version__}-")
+    assert f"## {__version__}" in (REPOSITORY_ROOT / "CHANGELOG.md").read_text()
