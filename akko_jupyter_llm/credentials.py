@@ -1,6 +1,6 @@
 """The gateway key: where it comes from, and re-reading it when its file changes.
 
-`GatewayKey` holds either a literal key (``AkkoLLM.api_key``) or the path of a
+`GatewayKey` contains either a literal key (``AkkoLLM.api_key``) or the path of a
 file that contains it (``AkkoLLM.api_key_file``, usually a Kubernetes secret
 mounted as a volume). The file is checked for changes at most once a second and
 read again when its modification time, inode or size changes, so a rotated
@@ -16,7 +16,7 @@ import logging
 import os
 import time
 
-# How often, in seconds, the key file is checked for changes.
+# Interval, in seconds, between two checks of the key file for changes.
 KEY_FILE_CHECK_INTERVAL = 1.0
 
 

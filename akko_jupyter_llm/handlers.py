@@ -6,7 +6,7 @@ the body size and the per-user limit. Only then does it forward the request to
 the upstream, with the gateway key added and the headers reduced to an
 allow-list, and relay the response:
 
-- a ``text/event-stream`` response (or any 2xx answer to ``"stream": true``
+- a ``text/event-stream`` response (or any 2xx response to ``"stream": true``
   that is not JSON) is relayed event by event and flushed as it arrives;
 - anything else is read whole and passed on with its status; gateway JSON
   errors pass through unchanged.
@@ -72,7 +72,7 @@ MAX_LOGGED_BODY = 500
 
 @dataclass
 class ProxyState:
-    """What every proxied request of one Jupyter server shares."""
+    """State shared by every proxied request of one Jupyter server."""
 
     settings: ProxySettings
     problems: list[str]
@@ -110,7 +110,7 @@ def _short_text(body: bytes, limit: int = 200) -> str:
 
 @web.stream_request_body
 class ProxyHandler(ExtensionHandlerMixin, APIHandler):
-    """Forward one allowed OpenAI request to the upstream and relay its answer."""
+    """Forward one allowed OpenAI request to the upstream and relay its response."""
 
     # The resource name for Jupyter's authorizer (``@authorized``-style checks).
     auth_resource = "akko-llm"
@@ -153,7 +153,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         except web.HTTPError as error:
             if not self._has_body():
                 raise
-            # Answering before the body is read makes Tornado close the
+            # Responding before the body is read makes Tornado close the
             # connection under a client that is still sending, which then sees
             # a broken pipe instead of this error. Read and drop the body first.
             self._early_error = error
@@ -472,7 +472,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             excerpt = _short_text(payload)
             detail = f": {excerpt!r}" if excerpt else " with an empty body"
             self.log.warning(
-                "akko-llm %s: the gateway %s answered HTTP %s without a JSON error%s",
+                "akko-llm %s: the gateway %s returned HTTP %s without a JSON error%s",
                 self._request_id,
                 self.state.client.base_url,
                 status,

@@ -1,4 +1,4 @@
-"""How code in a kernel finds this server's endpoint: two environment variables.
+"""The two environment variables that lead code in a kernel to this server's endpoint.
 
 The server extension sets them when the server starts listening; kernels
 inherit them:

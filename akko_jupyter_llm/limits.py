@@ -7,7 +7,7 @@ from collections import defaultdict
 from .config import setting_name
 from .errors import ProxyError
 
-# Seconds a client is told to wait (``Retry-After``) when over the limit.
+# Seconds a client should wait (``Retry-After``) when over the limit.
 RETRY_AFTER_SECONDS = 2
 
 

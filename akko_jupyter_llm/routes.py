@@ -29,7 +29,7 @@ MODEL_ROUTE_PREFIX = "models/"
 # Colons and slashes are part of real ids (``qwen2.5-coder:7b``, ``hf.co/org/model``).
 _MODEL_ID_SAFE = ":/@+!$&'()*,;=~"
 
-# Longest model id accepted; real ids are far shorter.
+# Maximum length of a model id, in characters; real ids are far shorter.
 MAX_MODEL_ID_LENGTH = 512
 
 
@@ -47,7 +47,7 @@ class Route:
 
 
 class RouteNotAllowed(ValueError):
-    """The path or method is not one the proxy forwards; the message says why."""
+    """The path or method is not one the proxy forwards; the message explains why."""
 
 
 def has_control_characters(text: str) -> bool:

@@ -161,7 +161,7 @@ class UpstreamClient:
     def translate_error(
         self, error: aiohttp.ClientError, *, before_response: bool
     ) -> ProxyError:
-        """Turn an aiohttp failure into a `ProxyError` that says what to check."""
+        """Turn an aiohttp failure into a `ProxyError` that names what to check."""
         where = setting_name("upstream_url")
         if isinstance(error, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
             return self._tls_error(error)
