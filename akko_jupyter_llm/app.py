@@ -32,6 +32,7 @@ from .config import (
 from .credentials import GatewayKey
 from .handlers import ProxyHandler, ProxyState
 from .identity import identity_enabled
+from .jupyter_ai_defaults import JupyterAISetup
 from .kernel_env import KERNEL_BASE_URL_ENV, KERNEL_TOKEN_ENV, kernel_base_url
 from .limits import ConcurrencyLimiter
 from .upstream import UpstreamClient
@@ -225,6 +226,8 @@ class AkkoLLM(ExtensionApp):
             settings.max_concurrent_requests,
             (time.perf_counter() - started) * 1000,
         )
+        # jupyter-ai's default models; None when jupyter-ai is not enabled.
+        self.jupyter_ai = JupyterAISetup.link(self)
         # The port is known only once the server listens, after extensions load.
         self.serverapp.io_loop.add_callback(self._set_kernel_environment)
 
@@ -238,6 +241,8 @@ class AkkoLLM(ExtensionApp):
         if token and not os.environ.get("JUPYTERHUB_API_TOKEN"):
             os.environ[KERNEL_TOKEN_ENV] = token
         self.log.debug("akko-llm: kernels reach the endpoint at %s", url)
+        if self.jupyter_ai is not None:
+            self.jupyter_ai.start()
 
     def initialize_handlers(self) -> None:
         self.handlers.append((r"/akko-llm/v1/(.*)", ProxyHandler))
@@ -246,3 +251,5 @@ class AkkoLLM(ExtensionApp):
         state = getattr(self, "proxy_state", None)
         if state is not None:
             await state.client.close()
+        if getattr(self, "jupyter_ai", None) is not None:
+            await self.jupyter_ai.stop()

@@ -20,7 +20,11 @@ from yarl import URL
 
 from tests.upstreams.openai_compat import OpenAIUpstream
 
-pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.model_fixtures"]
+pytest_plugins = [
+    "pytest_jupyter.jupyter_server",
+    "tests.model_fixtures",
+    "tests.jupyter_ai_fixtures",
+]
 
 GATEWAY_KEY = "sk-test-gateway-master-key-7f3a9c"
 
