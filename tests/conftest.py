@@ -24,6 +24,7 @@ pytest_plugins = [
     "pytest_jupyter.jupyter_server",
     "tests.model_fixtures",
     "tests.jupyter_ai_fixtures",
+    "tests.hub_fixtures",
 ]
 
 GATEWAY_KEY = "sk-test-gateway-master-key-7f3a9c"
