@@ -507,6 +507,11 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
+        # Tornado leaves Nagle's algorithm on until finish(), which holds each
+        # small event back until the client acknowledges the previous one.
+        connection_stream = getattr(self.request.connection, "stream", None)
+        if connection_stream is not None:
+            connection_stream.set_nodelay(True)
 
         pending = b""
         try:
