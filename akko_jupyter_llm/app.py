@@ -30,11 +30,14 @@ from .config import (
     redact_url,
 )
 from .credentials import GatewayKey
+from .defaults import read_default_models
+from .diagnostics import GatewayDiagnostics
 from .handlers import ProxyHandler, ProxyState
 from .identity import identity_enabled
 from .jupyter_ai_defaults import JupyterAISetup
 from .kernel_env import KERNEL_BASE_URL_ENV, KERNEL_TOKEN_ENV, kernel_base_url
 from .limits import ConcurrencyLimiter
+from .status_handler import StatusHandler, StatusService
 from .upstream import UpstreamClient
 
 DEFAULT_UPSTREAM_URL = "http://127.0.0.1:11434/v1"
@@ -208,6 +211,12 @@ class AkkoLLM(ExtensionApp):
             log=self.log,
             send_user_identity=identity_enabled(settings.user_identity),
         )
+        self.status_service = StatusService(
+            GatewayDiagnostics(
+                settings, key, read_default_models(), self.log, problems=problems
+            ),
+            self.log,
+        )
 
         for problem in problems:
             self.log.error("akko-llm is misconfigured: %s", problem)
@@ -246,6 +255,7 @@ class AkkoLLM(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.append((r"/akko-llm/v1/(.*)", ProxyHandler))
+        self.handlers.append((r"/akko-llm/status", StatusHandler))
 
     async def stop_extension(self) -> None:
         state = getattr(self, "proxy_state", None)
@@ -253,3 +263,6 @@ class AkkoLLM(ExtensionApp):
             await state.client.close()
         if getattr(self, "jupyter_ai", None) is not None:
             await self.jupyter_ai.stop()
+        status_service = getattr(self, "status_service", None)
+        if status_service is not None:
+            await status_service.close()

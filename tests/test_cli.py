@@ -1,0 +1,282 @@
+"""The ``akko-llm`` command, run as a subprocess against the test upstream."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import GATEWAY_KEY
+from tests.diagnostics_fixtures import ScriptedUpstream, closed_port, run_cli
+
+
+@pytest.fixture
+def upstream(jp_asyncio_loop):
+    server = ScriptedUpstream(expected_key=GATEWAY_KEY)
+    jp_asyncio_loop.run_until_complete(server.start())
+    yield server
+    jp_asyncio_loop.run_until_complete(server.stop())
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    path = tmp_path / "api-key"
+    path.write_text(GATEWAY_KEY + "\n")
+    return path
+
+
+def cli_environment(**variables: str) -> dict[str, str]:
+    """Return this process' environment without the product's variables, plus others."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AKKO_LLM_", "JUPYTER_AI_"))
+    }
+    environment.update(variables)
+    return environment
+
+
+async def doctor_json(*args: str, env: dict[str, str]) -> tuple[int, dict, str]:
+    code, stdout, stderr = await run_cli("doctor", "--json", *args, env=env)
+    return code, json.loads(stdout), stderr
+
+
+def checks_of(document: dict) -> dict[str, dict]:
+    return {check["name"]: check for check in document["checks"]}
+
+
+async def test_doctor_healthy_text(upstream, key_file):
+    code, stdout, stderr = await run_cli(
+        "doctor",
+        "--upstream-url",
+        upstream.url,
+        "--api-key-file",
+        str(key_file),
+        env=cli_environment(),
+    )
+
+    assert code == 0, stdout + stderr
+    assert "Result: all checks passed." in stdout
+    assert f"Gateway: {upstream.url}" in stdout
+    assert f"the file {key_file} (--api-key-file)" in stdout
+    assert "[   ok] Default chat model served" in stdout
+    assert GATEWAY_KEY not in stdout + stderr
+
+
+async def test_doctor_json_from_environment(upstream):
+    environment = cli_environment(
+        AKKO_LLM_UPSTREAM_URL=upstream.url, AKKO_LLM_API_KEY=GATEWAY_KEY
+    )
+
+    code, document, _ = await doctor_json(env=environment)
+
+    assert code == 0
+    assert document["status"] == "ok"
+    assert document["upstream_url"] == upstream.url
+    assert document["key_source"] == "$AKKO_LLM_API_KEY"
+    assert {check["status"] for check in document["checks"]} == {"ok"}
+    assert GATEWAY_KEY not in json.dumps(document)
+
+
+async def test_doctor_refused_exits_1(key_file):
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}/v1"
+
+    code, document, _ = await doctor_json(
+        "--upstream-url", url, "--api-key-file", str(key_file), env=cli_environment()
+    )
+    reachable = checks_of(document)["gateway_reachable"]
+
+    assert code == 1
+    assert document["status"] == "error"
+    assert reachable["status"] == "error"
+    assert url in reachable["message"]
+    assert "--upstream-url or $AKKO_LLM_UPSTREAM_URL" in reachable["hint"]
+
+
+async def test_doctor_wrong_key_exits_1(upstream, tmp_path):
+    wrong = tmp_path / "wrong-key"
+    wrong.write_text("sk-not-the-gateway-key\n")
+
+    code, document, stderr = await doctor_json(
+        "--upstream-url", upstream.url, "--api-key-file", str(wrong),
+        env=cli_environment(),
+    )
+    key = checks_of(document)["key_accepted"]
+
+    assert code == 1
+    assert key["status"] == "error"
+    assert f"the file {wrong} (--api-key-file)" in key["hint"]
+    assert "sk-not-the-gateway-key" not in json.dumps(document) + stderr
+
+
+async def test_doctor_no_key_configured(upstream):
+    code, document, _ = await doctor_json(
+        "--upstream-url", upstream.url, env=cli_environment()
+    )
+    key = checks_of(document)["key_accepted"]
+
+    assert code == 1
+    assert "none is configured" in key["message"]
+    assert "AKKO_LLM_API_KEY_FILE" in key["hint"]
+
+
+async def test_doctor_missing_default_exits_1(upstream, key_file):
+    upstream.models = [{"id": "qwen2.5-coder:7b"}, {"id": "nomic-embed-text"}]
+
+    code, document, _ = await doctor_json(
+        "--upstream-url", upstream.url, "--api-key-file", str(key_file),
+        env=cli_environment(),
+    )
+
+    assert code == 1
+    assert checks_of(document)["default_chat_model"]["status"] == "error"
+
+
+async def test_doctor_warning_exits_0(upstream, key_file):
+    environment = cli_environment(AKKO_LLM_COMPLETIONS_MODEL="starcoder2:3b")
+
+    code, document, _ = await doctor_json(
+        "--upstream-url", upstream.url, "--api-key-file", str(key_file), env=environment
+    )
+    completions = checks_of(document)["default_completions_model"]
+
+    assert code == 0
+    assert document["status"] == "warn"
+    assert completions["status"] == "warn"
+    assert "'starcoder2:3b'" in completions["message"]
+    assert "AKKO_LLM_COMPLETIONS_MODEL" in completions["message"]
+
+
+async def test_doctor_timeout(upstream, key_file):
+    upstream.models_delay = 3
+
+    code, document, _ = await doctor_json(
+        "--upstream-url", upstream.url, "--api-key-file", str(key_file),
+        "--timeout", "0.5", env=cli_environment(),
+    )
+    reachable = checks_of(document)["gateway_reachable"]
+
+    assert code == 1
+    assert reachable["status"] == "error"
+    assert "within 0.5 s" in reachable["message"]
+    assert reachable["ms"] < 2500
+
+
+async def test_doctor_live(upstream, key_file):
+    upstream.control = {"chunks": 5, "gap": 0.1}
+
+    code, document, _ = await doctor_json(
+        "--upstream-url", upstream.url, "--api-key-file", str(key_file), "--live",
+        env=cli_environment(),
+    )
+    live = checks_of(document)["live_test"]
+
+    assert code == 0
+    assert live["status"] == "ok"
+    assert live["details"]["delivery"] == "spread"
+    assert live["details"]["chunks"] == 5
+
+
+async def test_doctor_live_text_report(upstream, key_file):
+    upstream.control = {"delay": 0.6, "chunks": 8, "gap": 0}
+
+    code, stdout, _ = await run_cli(
+        "doctor", "--upstream-url", upstream.url, "--api-key-file", str(key_file),
+        "--live", env=cli_environment(),
+    )
+
+    text = " ".join(stdout.split())  # The report wraps lines at 88 columns.
+
+    assert code == 0
+    assert "[ WARN] Live test" in stdout
+    assert "chunks all at once" in text
+    assert "What to do:" in stdout
+    assert "with 1 warning(s)" in stdout
+
+
+async def test_doctor_invalid_url_exits_1():
+    code, document, _ = await doctor_json(
+        "--upstream-url", "ftp://127.0.0.1/v1", env=cli_environment()
+    )
+    settings = checks_of(document)["settings_valid"]
+
+    assert code == 1
+    assert settings["status"] == "error"
+    assert "must start with http:// or https://" in settings["message"]
+    assert checks_of(document)["gateway_reachable"]["status"] == "skipped"
+
+
+async def test_doctor_invalid_timeout_exits_2():
+    code, _, stderr = await run_cli("doctor", "--timeout", "0", env=cli_environment())
+
+    assert code == 2
+    assert "must be more than 0 seconds" in stderr
+
+
+async def test_models_lists_kinds(upstream, key_file):
+    code, stdout, _ = await run_cli(
+        "models", "--upstream-url", upstream.url, "--api-key-file", str(key_file),
+        env=cli_environment(),
+    )
+    rows = [line.split() for line in stdout.splitlines()]
+
+    assert code == 0
+    assert rows == [
+        ["ID", "KIND"],
+        ["qwen2.5:3b", "chat"],
+        ["qwen2.5-coder:7b", "chat"],
+        ["nomic-embed-text", "embedding"],
+    ]
+
+
+async def test_models_json(upstream, key_file):
+    code, stdout, _ = await run_cli(
+        "models", "--json", "--upstream-url", upstream.url,
+        "--api-key-file", str(key_file), env=cli_environment(),
+    )
+    models = json.loads(stdout)
+    embedding = {"id": "nomic-embed-text", "kind": "embedding", "kind_source": "name"}
+
+    assert code == 0
+    assert embedding in models
+    assert len(models) == 3
+
+
+async def test_models_refused_exits_1():
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+
+    code, stdout, stderr = await run_cli(
+        "models", "--upstream-url", url, env=cli_environment()
+    )
+
+    assert code == 1
+    assert stdout == ""
+    assert f"akko-llm models: Cannot connect to the model gateway at {url}" in stderr
+    assert "What to do:" in stderr
+
+
+def test_cli_imports_no_jupyter_server():
+    program = (
+        "import sys, akko_jupyter_llm.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('jupyter_server')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip() == "[]"
+
+
+def test_console_script_declared():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later.
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
+    module_name, _, function_name = scripts["akko-llm"].partition(":")
+
+    assert callable(getattr(importlib.import_module(module_name), function_name))
