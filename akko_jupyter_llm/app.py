@@ -23,9 +23,11 @@ from traitlets import Unicode, default
 from ._version import __version__
 from .config import (
     ENV_VARS,
+    LenientBool,
     LenientFloat,
     LenientInt,
     check_settings,
+    env_bool,
     env_number,
     redact_url,
 )
@@ -137,6 +139,31 @@ class AkkoLLM(ExtensionApp):
         """,
     ).tag(config=True)
 
+    ca_bundle = Unicode(
+        help="""Path of a PEM file with the CA certificates that sign an https upstream.
+
+        For a gateway whose certificate comes from an in-cluster CA, mount that
+        CA's certificate (a ConfigMap or secret) and name the file here. It
+        replaces the system's CAs for the upstream. Empty (the default) means
+        the system's CAs. Ignored when verify_tls is off.
+        Default from the environment variable AKKO_LLM_CA_BUNDLE.
+
+        Example: c.AkkoLLM.ca_bundle = "/etc/akko-llm/ca.crt"
+        """,
+    ).tag(config=True)
+
+    verify_tls = LenientBool(
+        help="""Whether the certificate of an https upstream is verified.
+
+        On by default. Turning it off lets anyone who can intercept the
+        connection read the gateway key, so the server logs a warning at start;
+        prefer ca_bundle for a private CA. Default from the environment variable
+        AKKO_LLM_VERIFY_TLS (true or false).
+
+        Example: c.AkkoLLM.verify_tls = False
+        """,
+    ).tag(config=True)
+
     # Problems found while reading environment variables, reported at start.
     _env_problems: dict[str, str]
 
@@ -159,6 +186,14 @@ class AkkoLLM(ExtensionApp):
     @default("user_identity")
     def _default_user_identity(self) -> str:
         return os.environ.get(ENV_VARS["user_identity"], "").strip().lower() or "auto"
+
+    @default("ca_bundle")
+    def _default_ca_bundle(self) -> str:
+        return os.environ.get(ENV_VARS["ca_bundle"], "").strip()
+
+    @default("verify_tls")
+    def _default_verify_tls(self) -> bool:
+        return env_bool("verify_tls", True, self._env_problems)
 
     @default("connect_timeout")
     def _default_connect_timeout(self) -> float:
@@ -220,6 +255,19 @@ class AkkoLLM(ExtensionApp):
 
         for problem in problems:
             self.log.error("akko-llm is misconfigured: %s", problem)
+        if not settings.verify_tls:
+            self.log.warning(
+                "akko-llm: TLS certificate verification of the upstream %s is off "
+                "(c.AkkoLLM.verify_tls, AKKO_LLM_VERIFY_TLS), so anyone who can "
+                "intercept that connection can read the gateway key. Set "
+                "c.AkkoLLM.ca_bundle to the gateway's CA instead.",
+                redact_url(settings.upstream_url),
+            )
+        elif settings.ca_bundle:
+            self.log.info(
+                "akko-llm: verifying the upstream's certificate against %s",
+                settings.ca_bundle,
+            )
         self.log.info(
             "akko-llm %s: proxying %sakko-llm/v1 to %s (key from %s; timeouts: "
             "connect %gs, first byte %gs, idle %gs; max body %d bytes; max %d "

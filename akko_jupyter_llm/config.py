@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 import os
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from traitlets import Float, Int, TraitError
+from traitlets import Bool, Float, Int, TraitError
 
 from .identity import IDENTITY_MODES
 
@@ -28,7 +29,13 @@ ENV_VARS = {
     "max_body_size": "AKKO_LLM_MAX_BODY_SIZE",
     "max_concurrent_requests": "AKKO_LLM_MAX_CONCURRENT_REQUESTS",
     "user_identity": "AKKO_LLM_USER_IDENTITY",
+    "ca_bundle": "AKKO_LLM_CA_BUNDLE",
+    "verify_tls": "AKKO_LLM_VERIFY_TLS",
 }
+
+# Spellings of a boolean environment variable, lower case.
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,9 @@ class ProxySettings:
     max_body_size: int
     max_concurrent_requests: int
     user_identity: str = "auto"
+    # PEM file of the CAs trusted for an https upstream; '' means the system's.
+    ca_bundle: str = ""
+    verify_tls: bool = True
 
 
 def setting_name(trait: str) -> str:
@@ -69,6 +79,38 @@ def env_number(trait: str, fallback: float, cast: type, problems: dict[str, str]
             f"or unset it to use the default {fallback}"
         )
         return fallback
+
+
+def env_bool(trait: str, fallback: bool, problems: dict[str, str]) -> bool:
+    """Read the environment variable of ``trait`` as a boolean; see `env_number`."""
+    name = ENV_VARS[trait]
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return fallback
+    if raw.lower() in _TRUE_WORDS:
+        return True
+    if raw.lower() in _FALSE_WORDS:
+        return False
+    problems[trait] = (
+        f"{name}={raw!r} is not a boolean; set it to true or false "
+        f"or unset it to use the default {str(fallback).lower()}"
+    )
+    return fallback
+
+
+def check_ca_bundle(path: str) -> str | None:
+    """Return a problem with the CA bundle file, or None when it loads."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ValueError) as error:
+        # ssl.SSLError is an OSError; its strerror is None.
+        reason = getattr(error, "strerror", None) or str(error)
+        return (
+            f"{setting_name('ca_bundle')} is {path!r}, which cannot be loaded as "
+            f"PEM certificates: {reason}. Mount the CA certificate of the "
+            "gateway at that path, or unset the setting to use the system's CAs."
+        )
+    return None
 
 
 def redact_url(url: str) -> str:
@@ -155,6 +197,21 @@ def check_settings(app, env_problems: dict[str, str]) -> tuple[ProxySettings, li
         )
         user_identity = "off"
 
+    ca_bundle = app.ca_bundle.strip()
+    if ca_bundle:
+        bundle_problem = check_ca_bundle(ca_bundle)
+        if bundle_problem:
+            problems.append(bundle_problem)
+
+    verify_tls = app.verify_tls
+    if "verify_tls" in env_problems:
+        problems.append(f"{setting_name('verify_tls')}: {env_problems['verify_tls']}.")
+    elif not isinstance(verify_tls, bool):
+        problems.append(
+            f"{setting_name('verify_tls')} must be True or False, not {verify_tls!r}."
+        )
+        verify_tls = True
+
     # A setting with a problem keeps a harmless stand-in value: no request is
     # forwarded while there are problems.
     settings = ProxySettings(
@@ -165,6 +222,8 @@ def check_settings(app, env_problems: dict[str, str]) -> tuple[ProxySettings, li
         max_body_size=numbers["max_body_size"] or 0,
         max_concurrent_requests=numbers["max_concurrent_requests"] or 0,
         user_identity=user_identity,
+        ca_bundle=ca_bundle,
+        verify_tls=verify_tls,
     )
     return settings, problems
 
@@ -190,6 +249,16 @@ class LenientFloat(Float):
     the extension then fails to load: its routes vanish instead of saying what
     is wrong.
     """
+
+    def validate(self, obj, value):
+        try:
+            return super().validate(obj, value)
+        except TraitError:
+            return value
+
+
+class LenientBool(Bool):
+    """A boolean setting that keeps an invalid value; see `LenientFloat`."""
 
     def validate(self, obj, value):
         try:

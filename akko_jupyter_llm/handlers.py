@@ -274,6 +274,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             raise self._body_error
         body = b"".join(self._body_chunks)
         self._body_chunks = []
+        self._check_content_type()
         payload = self._check_body(body)
         if self.state.send_user_identity:
             body = with_user_field(body, payload, self._identity())
@@ -291,15 +292,49 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             return self._user_name()
         return fallback_user_name()
 
+    def _check_content_type(self) -> None:
+        """Reject a body not declared as JSON, with a 400 as the OpenAI API does.
+
+        A gateway may parse a body by its Content-Type (as a form, for example)
+        and then see something other than the JSON object checked here.
+        """
+        content_type = self.request.headers.get("Content-Type", "")
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            sent = repr(content_type[:100]) if content_type else "none"
+            raise ProxyError(
+                400,
+                f"The request to {self.route.name} has Content-Type {sent}. Send "
+                "the JSON body with the header Content-Type: application/json "
+                "(with curl: -H 'Content-Type: application/json').",
+                code="invalid_content_type",
+            )
+
     def _check_body(self, body: bytes) -> dict:
         """Check that ``body`` is a JSON object and return it parsed."""
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
+            # JSON between systems is UTF-8 (RFC 8259); json.loads would also
+            # accept UTF-16 and UTF-32, which the gateway may not.
+            payload = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise ProxyError(
+                400,
+                f"The request body of {self.route.name} is not valid UTF-8 "
+                f"(byte {error.start}). Send JSON encoded as UTF-8.",
+                code="invalid_json",
+            ) from None
+        except ValueError as error:
             raise ProxyError(
                 400,
                 f"The request body of {self.route.name} is not valid JSON: {error}. "
                 "Send a JSON object with Content-Type: application/json.",
+                code="invalid_json",
+            ) from None
+        except RecursionError:
+            raise ProxyError(
+                400,
+                f"The request body of {self.route.name} is nested too deeply to "
+                "parse. Send a flatter JSON object.",
                 code="invalid_json",
             ) from None
         if not isinstance(payload, dict):
@@ -436,7 +471,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         if content_type.startswith("application/json"):
             try:
                 error = json.loads(payload).get("error")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 error = None
 
         if status in (401, 403) or (

@@ -59,6 +59,7 @@ class UpstreamClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
+                ssl=self._tls_setting(),
                 limit=0,  # The per-user limit in the handler bounds concurrency.
                 ttl_dns_cache=300,
                 keepalive_timeout=60,
@@ -76,6 +77,24 @@ class UpstreamClient:
                 raise_for_status=False,
             )
         return self._session
+
+    def _tls_setting(self) -> ssl.SSLContext | bool:
+        """Return aiohttp's ``ssl`` argument: verification on, off, or with a CA file."""
+        if not self.settings.verify_tls:
+            return False
+        if not self.settings.ca_bundle:
+            return True
+        try:
+            return ssl.create_default_context(cafile=self.settings.ca_bundle)
+        except (OSError, ValueError) as error:
+            # It loaded when the settings were checked; the file changed since.
+            raise ProxyError(
+                503,
+                f"Cannot load the CA bundle {self.settings.ca_bundle} "
+                f"({setting_name('ca_bundle')}): {error}. Ask the platform admin "
+                "to check the mounted CA certificate.",
+                code="proxy_misconfigured",
+            ) from None
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -153,8 +172,9 @@ class UpstreamClient:
         return ProxyError(
             502,
             f"TLS with the model gateway at {self.base_url} failed: {error}. "
-            f"Check {setting_name('upstream_url')} and that the gateway's "
-            "certificate is trusted by this server.",
+            f"Check {setting_name('upstream_url')}, and that the gateway's "
+            "certificate is signed by a CA of this server's system or of "
+            f"{setting_name('ca_bundle')}.",
             code="upstream_tls_error",
         )
 
@@ -181,6 +201,19 @@ class UpstreamClient:
                 f"Cannot connect to the model gateway at {self.base_url}: {reason}. "
                 f"Check that the gateway is running and that {where} is right.",
                 code="upstream_unreachable",
+            )
+        if isinstance(error, aiohttp.ClientResponseError):
+            # aiohttp's parser rejected the status line or headers (too long,
+            # malformed), for example when the URL names a port that does not
+            # speak HTTP. Its message quotes the offending bytes after a colon;
+            # they may be anything the upstream sent, so only the reason is kept.
+            reason = str(error.message).split(":", 1)[0][:200]
+            return ProxyError(
+                502,
+                f"The model gateway at {self.base_url} sent a response that is not "
+                f"valid HTTP ({reason}). Check that {where} names the gateway's "
+                "HTTP port.",
+                code="upstream_invalid_response",
             )
         if before_response:
             return ProxyError(

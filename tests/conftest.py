@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.model_fixtures",
     "tests.jupyter_ai_fixtures",
     "tests.hub_fixtures",
+    "tests.fault_fixtures",
 ]
 
 GATEWAY_KEY = "sk-test-gateway-master-key-7f3a9c"

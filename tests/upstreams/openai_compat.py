@@ -17,7 +17,11 @@ A request controls the answer through an ``x_test`` object in its JSON body
 - ``fail_after``: close the connection after that many events;
 - ``gzip``: compress the body (``Content-Encoding: gzip``) whatever the
   request's ``Accept-Encoding`` says;
-- ``echo``: answer with the SHA-256 and length of the request body.
+- ``echo``: answer with the SHA-256 and length of the request body; on a
+  stream, send them as the first event;
+- ``padding`` and ``seed``: add ``padding`` characters of deterministic text
+  (see `padding_text`) to the echo answer, or make each streamed event's
+  content that long, so a client can check every byte it receives.
 
 Every request is recorded with its headers, body, client port, and the time
 the client's connection was seen closing (``disconnected_at``), for
@@ -30,6 +34,7 @@ import asyncio
 import gzip
 import hashlib
 import json
+import random
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -38,6 +43,19 @@ from aiohttp import web
 
 CHAT_MODELS = ["qwen2.5:3b", "qwen2.5-coder:7b"]
 EMBEDDING_MODELS = ["nomic-embed-text"]
+
+
+def padding_text(seed: str, index: int, size: int) -> str:
+    """Return ``size`` hex characters determined by ``seed`` and ``index``."""
+    return random.Random(f"{seed}:{index}").randbytes((size + 1) // 2).hex()[:size]
+
+
+def echo_document(body: bytes, control: dict) -> dict:
+    """Return the answer to an ``echo`` request whose raw body is ``body``."""
+    document = {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
+    if control.get("padding"):
+        document["padding"] = padding_text(control.get("seed", ""), 0, control["padding"])
+    return document
 
 
 @dataclass
@@ -162,15 +180,11 @@ class OpenAIUpstream:
                 status=control["status"],
             )
 
-        if control.get("echo"):
-            return self._json(
-                {"sha256": hashlib.sha256(recorded.body).hexdigest(),
-                 "length": len(recorded.body)},
-                control,
-            )
-
         if payload.get("stream") is True and recorded.path != "/v1/embeddings":
             return await self._stream(request, recorded, payload, control)
+
+        if control.get("echo"):
+            return self._json(echo_document(recorded.body, control), control)
 
         if recorded.path == "/v1/embeddings":
             inputs = payload.get("input")
@@ -206,11 +220,13 @@ class OpenAIUpstream:
         }
 
     @staticmethod
-    def chunk_event(index: int, model: str | None) -> bytes:
+    def chunk_event(index: int, model: str | None, content: str | None = None) -> bytes:
+        if content is None:
+            content = f"part{index} "
         chunk = {
             "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0,
             "model": model,
-            "choices": [{"index": 0, "delta": {"content": f"part{index} "},
+            "choices": [{"index": 0, "delta": {"content": content},
                          "finish_reason": None}],
         }
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
@@ -228,14 +244,19 @@ class OpenAIUpstream:
         forever = control.get("forever", False)
         fail_after = control.get("fail_after")
         index = 0
+        padding = control.get("padding")
         try:
+            if control.get("echo"):
+                document = echo_document(recorded.body, {})
+                await self._write(response, compressor, b"data: " + json.dumps(document).encode() + b"\n\n")
             while forever or index < chunks:
                 if fail_after is not None and index >= fail_after:
                     # Send half an event, then drop the connection.
                     await self._write(response, compressor, b'data: {"choi')
                     request.transport.close()
                     return response
-                await self._write(response, compressor, self.chunk_event(index, payload.get("model")))
+                content = padding_text(control.get("seed", ""), index, padding) if padding else None
+                await self._write(response, compressor, self.chunk_event(index, payload.get("model"), content))
                 index += 1
                 if gap and (forever or index < chunks):
                     await asyncio.sleep(gap)
