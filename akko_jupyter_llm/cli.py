@@ -22,7 +22,7 @@ import os
 import sys
 import textwrap
 
-from .config import ENV_VARS, ProxySettings
+from .config import ENV_VARS, ProxySettings, check_ca_bundle, env_bool
 from .credentials import GatewayKey
 from .defaults import read_default_models
 from .diagnostics import (
@@ -74,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
         f"the live test waits up to {LIVE_FIRST_TOKEN_TIMEOUT_SECONDS:g} s, or this "
         "value if larger, for its first token",
     )
+    common.add_argument(
+        "--ca-bundle",
+        help="PEM file of the CAs that sign an https gateway's certificate "
+        f"(default: ${ENV_VARS['ca_bundle']}, else the system's CAs)",
+    )
+    common.add_argument(
+        "--no-verify-tls",
+        action="store_true",
+        help="do not verify an https gateway's certificate (default: "
+        f"${ENV_VARS['verify_tls']}, else verify)",
+    )
     common.add_argument("--json", action="store_true", help="print JSON for programs")
 
     parser = argparse.ArgumentParser(
@@ -122,6 +133,24 @@ def _key_and_source(
     )
 
 
+class UsageError(Exception):
+    """A bad option or environment variable; the message names it."""
+
+
+def tls_options(args: argparse.Namespace) -> tuple[str, bool]:
+    """Return the CA bundle and whether to verify TLS, from flags or the environment."""
+    problems: dict[str, str] = {}
+    verify_tls = False if args.no_verify_tls else env_bool("verify_tls", True, problems)
+    if problems:
+        raise UsageError(problems["verify_tls"])
+    ca_bundle = (args.ca_bundle or os.environ.get(ENV_VARS["ca_bundle"], "")).strip()
+    if ca_bundle and verify_tls:
+        problem = check_ca_bundle(ca_bundle)
+        if problem:
+            raise UsageError(problem)
+    return ca_bundle, verify_tls
+
+
 def make_diagnostics(args: argparse.Namespace) -> GatewayDiagnostics:
     log = logging.getLogger("akko_jupyter_llm.cli")
     # The report carries every error, so the key reader's log lines would repeat it.
@@ -133,6 +162,7 @@ def make_diagnostics(args: argparse.Namespace) -> GatewayDiagnostics:
         or os.environ.get(ENV_VARS["upstream_url"], "").strip()
         or DEFAULT_UPSTREAM_URL
     ).strip().rstrip("/")
+    ca_bundle, verify_tls = tls_options(args)
     settings = ProxySettings(
         upstream_url=upstream_url,
         connect_timeout=args.timeout,
@@ -140,6 +170,8 @@ def make_diagnostics(args: argparse.Namespace) -> GatewayDiagnostics:
         idle_timeout=args.timeout,
         max_body_size=0,
         max_concurrent_requests=0,
+        ca_bundle=ca_bundle,
+        verify_tls=verify_tls,
     )
     key, key_source = _key_and_source(args, log)
     return GatewayDiagnostics(
@@ -238,8 +270,12 @@ def _models(report: Report, as_json: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    report = asyncio.run(_run(args))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        report = asyncio.run(_run(args))
+    except UsageError as error:
+        parser.error(str(error))  # Exits with status 2.
     if args.command == "models":
         return _models(report, args.json)
     return _doctor(report, args.json)

@@ -280,3 +280,75 @@ def test_console_script_declared():
     module_name, _, function_name = scripts["akko-llm"].partition(":")
 
     assert callable(getattr(importlib.import_module(module_name), function_name))
+
+
+@pytest.fixture
+def tls_gateway(jp_asyncio_loop, tmp_path):
+    """An https gateway whose certificate comes from a private CA; returns (url, CA file)."""
+    import ssl
+
+    import trustme
+    from aiohttp import web
+
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+
+    async def models(request):
+        return web.json_response({"object": "list", "data": [{"id": "qwen2.5:3b"}]})
+
+    async def start():
+        app = web.Application()
+        app.router.add_get("/v1/models", models)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]
+
+    runner, port = jp_asyncio_loop.run_until_complete(start())
+    yield f"https://127.0.0.1:{port}/v1", ca_file
+    jp_asyncio_loop.run_until_complete(runner.cleanup())
+
+
+async def test_models_with_private_ca(tls_gateway):
+    url, ca_file = tls_gateway
+    code, untrusted, _ = await run_cli(
+        "models", "--upstream-url", url, env=cli_environment()
+    )
+    assert code == 1
+    code, trusted, stderr = await run_cli(
+        "models", "--upstream-url", url, "--ca-bundle", str(ca_file), env=cli_environment()
+    )
+    assert code == 0, trusted + stderr
+    assert "qwen2.5:3b" in trusted
+    code, from_env, stderr = await run_cli(
+        "models", "--upstream-url", url, env=cli_environment(AKKO_LLM_CA_BUNDLE=str(ca_file))
+    )
+    assert code == 0, from_env + stderr
+
+
+async def test_models_without_tls_verification(tls_gateway):
+    url, _ = tls_gateway
+    code, stdout, stderr = await run_cli(
+        "models", "--upstream-url", url, "--no-verify-tls", env=cli_environment()
+    )
+    assert code == 0, stdout + stderr
+    assert "qwen2.5:3b" in stdout
+
+
+async def test_bad_tls_environment_is_usage_error(tls_gateway, tmp_path):
+    url, _ = tls_gateway
+    code, _, stderr = await run_cli(
+        "doctor", "--upstream-url", url, env=cli_environment(AKKO_LLM_VERIFY_TLS="maybe")
+    )
+    assert code == 2
+    assert "AKKO_LLM_VERIFY_TLS='maybe'" in stderr
+    code, _, stderr = await run_cli(
+        "doctor", "--upstream-url", url, "--ca-bundle", str(tmp_path / "missing.pem"),
+        env=cli_environment(),
+    )
+    assert code == 2
+    assert "missing.pem" in stderr
