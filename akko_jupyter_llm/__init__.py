@@ -5,7 +5,8 @@
 - `openai_client` and `async_openai_client` return OpenAI clients for that
   endpoint, for code in a kernel.
 - ``%load_ext akko_jupyter_llm`` loads jupyter-ai's ``%%ai`` magics on the
-  platform's models (`akko_jupyter_llm.magics`).
+  platform's models (`akko_jupyter_llm.magics` for jupyter-ai 2.x,
+  `akko_jupyter_llm.jupyter_ai3_magics` for 3.x, chosen by what is installed).
 
 Importing this package stays cheap: the server extension and the OpenAI SDK are
 imported only when used.

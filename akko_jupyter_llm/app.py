@@ -36,6 +36,7 @@ from .defaults import read_default_models
 from .diagnostics import GatewayDiagnostics
 from .handlers import ProxyHandler, ProxyState
 from .identity import identity_enabled
+from .jupyter_ai3_defaults import JupyterAI3Setup
 from .jupyter_ai_defaults import JupyterAISetup
 from .kernel_env import KERNEL_BASE_URL_ENV, KERNEL_TOKEN_ENV, kernel_base_url
 from .limits import ConcurrencyLimiter
@@ -285,6 +286,8 @@ class AkkoLLM(ExtensionApp):
         )
         # jupyter-ai's default models; None when jupyter-ai is not enabled.
         self.jupyter_ai = JupyterAISetup.link(self)
+        # jupyter-ai 3.x's default persona and models; None without jupyter-ai 3.
+        self.jupyter_ai3 = JupyterAI3Setup.link(self)
         # The port is known only once the server listens, after extensions load.
         self.serverapp.io_loop.add_callback(self._set_kernel_environment)
 
@@ -300,6 +303,8 @@ class AkkoLLM(ExtensionApp):
         self.log.debug("akko-llm: kernels reach the endpoint at %s", url)
         if self.jupyter_ai is not None:
             self.jupyter_ai.start()
+        if self.jupyter_ai3 is not None:
+            self.jupyter_ai3.start()
 
     def initialize_handlers(self) -> None:
         self.handlers.append((r"/akko-llm/v1/(.*)", ProxyHandler))
@@ -311,6 +316,8 @@ class AkkoLLM(ExtensionApp):
             await state.client.close()
         if getattr(self, "jupyter_ai", None) is not None:
             await self.jupyter_ai.stop()
+        if getattr(self, "jupyter_ai3", None) is not None:
+            await self.jupyter_ai3.stop()
         status_service = getattr(self, "status_service", None)
         if status_service is not None:
             await status_service.close()

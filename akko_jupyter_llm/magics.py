@@ -2,7 +2,8 @@
 
 Loading it in a kernel started by a Jupyter server with this package:
 
-- loads jupyter-ai's ``%%ai`` and ``%ai`` magics (jupyter-ai 2.x);
+- loads jupyter-ai's ``%%ai`` and ``%ai`` magics (jupyter-ai 2.x; with
+  jupyter-ai 3.x, `jupyter_ai3_magics` does the same for its magics);
 - reads the gateway's models through the server's ``akko-llm/v1`` endpoint, so
   ``%ai list akko`` shows them (the configured defaults when it cannot);
 - makes ``%%ai`` without a model id use the spawner's default chat model
@@ -89,8 +90,23 @@ def _find_ai_magics(ipython) -> Any:
     return ipython.magics_manager.registry.get("AiMagics")
 
 
+def jupyter_ai_major_version() -> int | None:
+    """Return the major version of the installed jupyter-ai, or None without it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("jupyter-ai").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return None
+
+
 def load_ipython_extension(ipython) -> None:
     """Load jupyter-ai's magics and point them at the platform's models."""
+    if (jupyter_ai_major_version() or 0) >= 3:
+        from .jupyter_ai3_magics import load_ipython_extension as load_jupyter_ai3
+
+        load_jupyter_ai3(ipython)
+        return
     try:
         import jupyter_ai_magics
     except ImportError:
@@ -126,6 +142,11 @@ def load_ipython_extension(ipython) -> None:
 
 
 def unload_ipython_extension(ipython) -> None:
+    if (jupyter_ai_major_version() or 0) >= 3:
+        from .jupyter_ai3_magics import unload_ipython_extension as unload_jupyter_ai3
+
+        unload_jupyter_ai3(ipython)
+        return
     try:
         import jupyter_ai_magics
     except ImportError:

@@ -24,6 +24,7 @@ pytest_plugins = [
     "pytest_jupyter.jupyter_server",
     "tests.model_fixtures",
     "tests.jupyter_ai_fixtures",
+    "tests.jupyter_ai3_fixtures",
     "tests.hub_fixtures",
     "tests.fault_fixtures",
 ]

@@ -16,6 +16,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+# jupyter-ai 3.x has no providers; its tests are in test_jupyter_ai3.py.
+pytest.importorskip("jupyter_ai_magics", reason="needs jupyter-ai 2.x")
+
 from tests.jupyter_ai_fixtures import JUPYTER_AI_WARNING_FILTERS
 from tests.test_kernel_client import run_in_kernel
 
