@@ -70,6 +70,8 @@ class AkkoLLM(ExtensionApp):
         The LiteLLM master key or a virtual key; empty for an upstream that needs
         none (Ollama). Users never see it: it is not in any response, log line
         or kernel environment. Ignored when api_key_file is set.
+        Prefer the environment variable or api_key_file over a config file: at
+        debug level, Jupyter logs every value set in its config files.
         Default from the environment variable AKKO_LLM_API_KEY, which is then
         removed from the environment that kernels inherit.
         """,
