@@ -22,24 +22,17 @@ extension imports it whatever is installed.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
-from tornado.ioloop import PeriodicCallback
 from traitlets.config import Config
 
 from .defaults import DefaultModels, read_default_models, strip_provider_prefix
 from .jupyter_ai_defaults import AkkoJupyterAI
 from .kernel_env import kernel_base_url
-from .model_catalog import (
-    CATALOG,
-    ModelListError,
-    fetch_models_async,
-    set_server_endpoint,
-)
+from .model_catalog import CATALOG, set_server_endpoint
+from .model_refresh import ModelListRefresh
 
 if TYPE_CHECKING:
     from jupyter_server.extension.application import ExtensionApp
@@ -79,7 +72,7 @@ def _explicitly_configured(app: Any, class_name: str, trait: str) -> bool:
     return trait in section
 
 
-class JupyterAI3Setup:
+class JupyterAI3Setup(ModelListRefresh):
     """Connects jupyter-ai 3.x, when it is enabled, to the platform's models."""
 
     def __init__(self, extension_app: ExtensionApp, persona_app: Any) -> None:
@@ -88,9 +81,7 @@ class JupyterAI3Setup:
         self.persona_app = persona_app
         self.settings = AkkoJupyterAI(parent=extension_app)
         self.jupyternaut_app = self._extension_app("jupyter_ai_jupyternaut")
-        self._refresh: PeriodicCallback | None = None
-        self._task: asyncio.Task | None = None
-        self._list_failing = False
+        self._init_refresh()
         self._warned_unserved = False
 
     def _extension_app(self, name: str) -> Any:
@@ -177,47 +168,13 @@ class JupyterAI3Setup:
             os.environ.setdefault(LITELLM_BASE_ENV, url)
             os.environ.setdefault(LITELLM_KEY_ENV, token or "no-token")
 
-        self._task = asyncio.ensure_future(self.refresh_models())
-        interval = self.settings.models_refresh_interval
-        if interval > 0:
-            self._refresh = PeriodicCallback(self._schedule_refresh, interval * 1000)
-            self._refresh.start()
+        self.start_refresh()
 
-    def _schedule_refresh(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self.refresh_models())
+    def fallback_description(self) -> str:
+        models = ", ".join(CATALOG.chat_models)
+        return f"the AKKO persona offers the default models ({models})"
 
-    async def refresh_models(self) -> bool:
-        """Read the gateway's models into the model pickers; return whether it worked."""
-        started = time.perf_counter()
-        try:
-            chat_models, embedding_models = await fetch_models_async(
-                self.settings.models_timeout
-            )
-        except (ModelListError, RuntimeError) as error:
-            if not self._list_failing:
-                self.log.warning(
-                    "akko-llm: cannot read the gateway's models, so the AKKO "
-                    "persona offers the default models (%s) until the next try "
-                    "in %g s: %s",
-                    ", ".join(CATALOG.chat_models),
-                    self.settings.models_refresh_interval,
-                    error,
-                )
-            else:
-                self.log.debug("akko-llm: the model list is still unavailable: %s", error)
-            self._list_failing = True
-            return False
-
-        self._list_failing = False
-        CATALOG.update(chat_models, embedding_models)
-        self.log.info(
-            "akko-llm: the gateway serves chat models %s and embedding models %s "
-            "(read in %.0f ms)",
-            ", ".join(chat_models) or "(none)",
-            ", ".join(embedding_models) or "(none)",
-            (time.perf_counter() - started) * 1000,
-        )
+    def on_models(self, chat_models: list[str], embedding_models: list[str]) -> None:
         default_chat = current_default_models().chat
         if default_chat not in chat_models and not self._warned_unserved:
             self._warned_unserved = True
@@ -232,14 +189,6 @@ class JupyterAI3Setup:
         persona_module = sys.modules.get("akko_jupyter_llm.jupyter_ai3_persona")
         if persona_module is not None:
             persona_module.publish_model_lists()
-        return True
 
     async def stop(self) -> None:
-        if self._refresh is not None:
-            self._refresh.stop()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await self.stop_refresh()

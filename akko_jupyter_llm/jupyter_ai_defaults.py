@@ -19,12 +19,9 @@ Nothing here imports jupyter-ai until it is known to be enabled.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
-from tornado.ioloop import PeriodicCallback
 from traitlets import Enum, Float, Unicode, default
 from traitlets.config import Configurable
 
@@ -37,12 +34,8 @@ from .defaults import (
     EMBEDDINGS_MODEL_ENV,
 )
 from .kernel_env import kernel_base_url
-from .model_catalog import (
-    CATALOG,
-    ModelListError,
-    fetch_models_async,
-    set_server_endpoint,
-)
+from .model_catalog import CATALOG, set_server_endpoint
+from .model_refresh import ModelListRefresh
 
 if TYPE_CHECKING:
     from jupyter_server.extension.application import ExtensionApp
@@ -224,7 +217,7 @@ class AkkoJupyterAI(Configurable):
         }
 
 
-class JupyterAISetup:
+class JupyterAISetup(ModelListRefresh):
     """Connects jupyter-ai, when it is enabled, to the platform's models."""
 
     def __init__(self, extension_app: ExtensionApp, ai_extension: Any) -> None:
@@ -234,10 +227,8 @@ class JupyterAISetup:
         self.ai_extension = ai_extension
         self.settings = AkkoJupyterAI(parent=extension_app)
         self.defaults = self.settings.default_ids()
-        self._refresh: PeriodicCallback | None = None
-        self._task: asyncio.Task | None = None
+        self._init_refresh()
         self._precedence_applied = False
-        self._list_failing = False
         self._warned_unserved: set[str] = set()
 
     @classmethod
@@ -313,51 +304,17 @@ class JupyterAISetup:
         set_server_endpoint(url, token)
 
         self._apply_precedence(served=None)
-        self._task = asyncio.ensure_future(self.refresh_models())
-        interval = self.settings.models_refresh_interval
-        if interval > 0:
-            self._refresh = PeriodicCallback(self._schedule_refresh, interval * 1000)
-            self._refresh.start()
+        self.start_refresh()
 
-    def _schedule_refresh(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self.refresh_models())
+    def fallback_description(self) -> str:
+        models = ", ".join(CATALOG.chat_models + CATALOG.embedding_models)
+        return f"jupyter-ai offers the default models ({models})"
 
-    async def refresh_models(self) -> bool:
-        """Read the gateway's models into the providers' lists; return whether it worked."""
-        started = time.perf_counter()
-        try:
-            chat_models, embedding_models = await fetch_models_async(
-                self.settings.models_timeout
-            )
-        except (ModelListError, RuntimeError) as error:
-            if not self._list_failing:
-                self.log.warning(
-                    "akko-llm: cannot read the gateway's models, so jupyter-ai "
-                    "offers the default models (%s) until the next try in %g s: %s",
-                    ", ".join(CATALOG.chat_models + CATALOG.embedding_models),
-                    self.settings.models_refresh_interval,
-                    error,
-                )
-            else:
-                self.log.debug("akko-llm: the model list is still unavailable: %s", error)
-            self._list_failing = True
-            return False
-
-        self._list_failing = False
-        CATALOG.update(chat_models, embedding_models)
-        self.log.info(
-            "akko-llm: the gateway serves chat models %s and embedding models %s "
-            "(read in %.0f ms)",
-            ", ".join(chat_models) or "(none)",
-            ", ".join(embedding_models) or "(none)",
-            (time.perf_counter() - started) * 1000,
-        )
+    def on_models(self, chat_models: list[str], embedding_models: list[str]) -> None:
         self._warn_unserved_defaults(chat_models, embedding_models)
         self._apply_precedence(
             served={"chat": set(chat_models), "embedding": set(embedding_models)}
         )
-        return True
 
     def _warn_unserved_defaults(
         self, chat_models: list[str], embedding_models: list[str]
@@ -441,14 +398,7 @@ class JupyterAISetup:
             )
 
     async def stop(self) -> None:
-        if self._refresh is not None:
-            self._refresh.stop()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await self.stop_refresh()
 
 
 def _local_id(model_id: str | None) -> str:
