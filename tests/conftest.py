@@ -27,6 +27,7 @@ pytest_plugins = [
     "tests.jupyter_ai3_fixtures",
     "tests.hub_fixtures",
     "tests.fault_fixtures",
+    "tests.browser_fixtures",
 ]
 
 GATEWAY_KEY = "sk-test-gateway-master-key-7f3a9c"

@@ -66,6 +66,61 @@ def test_wheel_contents(wheel):
         for name in names
     )
     assert not any("tests/" in name for name in names)
+    labextension = (
+        f"akko_jupyter_llm-{__version__}.data/data/"
+        "share/jupyter/labextensions/akko-jupyter-llm/"
+    )
+    for built in ("package.json", "install.json", "static/style.js",
+                  "schemas/akko-jupyter-llm/plugin.json"):
+        assert labextension + built in names, built
+    assert not any("node_modules" in name for name in names)
+
+
+@pytest.fixture(scope="module")
+def lab_venv(tmp_path_factory, wheel) -> Path:
+    """Return a clean venv with the wheel and JupyterLab (not a dependency)."""
+    if not any(WHEELHOUSE.glob("jupyterlab-*.whl")):
+        pytest.fail(
+            f"{WHEELHOUSE} has no JupyterLab wheel: run the suite with scripts/test, "
+            "which downloads binder/requirements.txt there before the tests go offline"
+        )
+    root = tmp_path_factory.mktemp("lab-venv")
+    venv.create(root, with_pip=True)
+    run(
+        [str(root / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index",
+         "--find-links", str(WHEELHOUSE), str(wheel), "jupyterlab"],
+    )
+    return root
+
+
+def test_labextension_enabled_after_install(lab_venv, tmp_path):
+    environment = dict(os.environ)
+    # Only the clean venv's extensions, not the developer's.
+    environment["JUPYTER_CONFIG_DIR"] = str(tmp_path / "user-config")
+    environment["JUPYTER_DATA_DIR"] = str(tmp_path / "user-data")
+    environment.pop("JUPYTER_PATH", None)
+    output = run([str(lab_venv / "bin" / "jupyter"), "labextension", "list"],
+                 env=environment)
+    assert (
+        f"akko-jupyter-llm v{__version__} enabled OK (python, akko-jupyter-llm)"
+        in output
+    ), output
+
+
+def test_sdist_contains_labextension_sources(tmp_path):
+    import tarfile
+
+    build = [sys.executable, "-m", "build", "--sdist", "--no-isolation"]
+    run([*build, "--outdir", str(tmp_path)], cwd=REPOSITORY_ROOT)
+    (sdist,) = tmp_path.glob("akko_jupyter_llm-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    for source in ("labextension/package.json", "labextension/package-lock.json",
+                   "labextension/tsconfig.json", "labextension/src/index.ts",
+                   "labextension/style/base.css", "labextension/schema/plugin.json"):
+        assert source in names, source
+    assert "akko_jupyter_llm/labextension/static/style.js" in names
+    assert not any("node_modules" in name for name in names)
 
 
 def test_extension_enabled_after_install(clean_venv, tmp_path):
