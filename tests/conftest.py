@@ -12,6 +12,7 @@ A test changes the extension's settings with a marker:
 
 from __future__ import annotations
 
+import logging
 import os
 
 import aiohttp
@@ -33,10 +34,67 @@ pytest_plugins = [
 GATEWAY_KEY = "sk-test-gateway-master-key-7f3a9c"
 
 
+class SecretScan(logging.Handler):
+    """Collects every log record of the session that contains the gateway key.
+
+    Attached to the root logger at debug level, it sees what every logger
+    propagates, so the whole suite's traffic is checked, not one module's.
+    The key reaches the servers through a key file (`gateway_key_file`):
+    Jupyter logs the values of its config files at debug level.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not a leak
+            return
+        if record.exc_text:
+            text += record.exc_text
+        if GATEWAY_KEY in text:
+            self.leaks.append(f"{record.name}: {text[:300]}")
+
+
+SECRET_SCAN = SecretScan()
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "akko(**settings): AkkoLLM settings for the test's Jupyter server"
     )
+    logging.getLogger().addHandler(SECRET_SCAN)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    logging.getLogger().removeHandler(SECRET_SCAN)
+    if SECRET_SCAN.leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["The gateway key appeared in these log records:", *SECRET_SCAN.leaks]
+        if reporter is not None:
+            reporter.write_line("\n".join(lines), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def gateway_key_file(tmp_path_factory):
+    """A key file with the gateway key, as a Kubernetes secret would be mounted."""
+    path = tmp_path_factory.mktemp("gateway-key") / "api-key"
+    path.write_text(GATEWAY_KEY + "\n")
+    return path
+
+
+def apply_akko_marker(request, settings: dict) -> dict:
+    """Update ``settings`` with the test's ``akko`` marker; a marker key replaces the file."""
+    marker = request.node.get_closest_marker("akko")
+    if marker is not None:
+        if "api_key" in marker.kwargs or "api_key_file" in marker.kwargs:
+            settings.pop("api_key", None)
+            settings.pop("api_key_file", None)
+        settings.update(marker.kwargs)
+    return settings
 
 
 @pytest.fixture(autouse=True)
@@ -60,13 +118,10 @@ def upstream(jp_asyncio_loop):
 
 
 @pytest.fixture
-def akko_settings(request, upstream) -> dict:
+def akko_settings(request, upstream, gateway_key_file) -> dict:
     """The AkkoLLM settings of the test's server: defaults plus the ``akko`` marker."""
-    settings = {"upstream_url": upstream.url, "api_key": GATEWAY_KEY}
-    marker = request.node.get_closest_marker("akko")
-    if marker is not None:
-        settings.update(marker.kwargs)
-    return settings
+    settings = {"upstream_url": upstream.url, "api_key_file": str(gateway_key_file)}
+    return apply_akko_marker(request, settings)
 
 
 @pytest.fixture

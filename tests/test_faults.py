@@ -16,7 +16,7 @@ import ssl
 import pytest
 from aiohttp import web
 
-from tests.conftest import GATEWAY_KEY
+from tests.conftest import GATEWAY_KEY, apply_akko_marker
 from tests.test_proxy_errors import _resolver_is_loopback
 
 CHAT = "chat/completions"
@@ -72,12 +72,10 @@ async def assert_server_serves(proxy) -> None:
 
 
 @pytest.fixture
-def akko_settings(request, faulty_upstream) -> dict:
-    settings = {"upstream_url": faulty_upstream.url, "api_key": GATEWAY_KEY}
+def akko_settings(request, faulty_upstream, gateway_key_file) -> dict:
+    settings = {"upstream_url": faulty_upstream.url, "api_key_file": str(gateway_key_file)}
     settings.update(SHORT_TIMEOUTS)
-    marker = request.node.get_closest_marker("akko")
-    if marker is not None:
-        settings.update(marker.kwargs)
+    apply_akko_marker(request, settings)
     return settings
 
 
@@ -265,8 +263,8 @@ def self_signed_upstream(jp_asyncio_loop):
 
 
 @pytest.fixture
-def tls_settings(request, self_signed_upstream):
-    return {"upstream_url": self_signed_upstream, "api_key": GATEWAY_KEY}
+def tls_settings(request, self_signed_upstream, gateway_key_file):
+    return {"upstream_url": self_signed_upstream, "api_key_file": str(gateway_key_file)}
 
 
 class TestSelfSignedUpstream:
@@ -287,8 +285,8 @@ class TestGatewayErrorAnswers:
     """4xx and 5xx answers with a JSON body, an ingress' HTML page and no body."""
 
     @pytest.fixture
-    def akko_settings(self, upstream):
-        return {"upstream_url": upstream.url, "api_key": GATEWAY_KEY}
+    def akko_settings(self, upstream, gateway_key_file):
+        return {"upstream_url": upstream.url, "api_key_file": str(gateway_key_file)}
 
     @pytest.mark.parametrize("status", [400, 404, 422, 500, 502, 503, 504])
     async def test_json_error_passes_through(self, proxy, upstream, resources, status):

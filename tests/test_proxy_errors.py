@@ -12,7 +12,7 @@ import ssl
 import pytest
 from aiohttp import web
 
-from tests.conftest import GATEWAY_KEY
+from tests.conftest import GATEWAY_KEY, apply_akko_marker
 
 CHAT = "chat/completions"
 
@@ -101,13 +101,11 @@ def tls_upstream(jp_asyncio_loop):
 
 
 @pytest.fixture
-def akko_settings(request, upstream, tls_upstream_url_if_any) -> dict:
-    settings = {"upstream_url": upstream.url, "api_key": GATEWAY_KEY}
+def akko_settings(request, upstream, tls_upstream_url_if_any, gateway_key_file) -> dict:
+    settings = {"upstream_url": upstream.url, "api_key_file": str(gateway_key_file)}
     if tls_upstream_url_if_any:
         settings["upstream_url"] = tls_upstream_url_if_any
-    marker = request.node.get_closest_marker("akko")
-    if marker is not None:
-        settings.update(marker.kwargs)
+    apply_akko_marker(request, settings)
     return settings
 
 

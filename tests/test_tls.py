@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import ssl
 from types import SimpleNamespace
 
@@ -11,7 +10,7 @@ from aiohttp import web
 
 from akko_jupyter_llm.app import AkkoLLM
 from akko_jupyter_llm.config import check_settings
-from tests.conftest import GATEWAY_KEY
+from tests.conftest import GATEWAY_KEY, apply_akko_marker
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +66,10 @@ def wrong_name_upstream(jp_asyncio_loop, authority):
 
 
 @pytest.fixture
-def akko_settings(request, https_upstream, ca_file):
+def akko_settings(request, https_upstream, ca_file, gateway_key_file):
     """The settings of the ``akko`` marker, where ``ca_bundle="CA"`` names the CA file."""
-    settings = {"upstream_url": https_upstream.url, "api_key": GATEWAY_KEY}
-    marker = request.node.get_closest_marker("akko")
-    if marker is not None:
-        settings.update(marker.kwargs)
+    settings = {"upstream_url": https_upstream.url, "api_key_file": str(gateway_key_file)}
+    apply_akko_marker(request, settings)
     if settings.get("ca_bundle") == "CA":
         settings["ca_bundle"] = str(ca_file)
     return settings
@@ -105,10 +102,10 @@ async def test_ca_bundle_trusts_private_ca(proxy, https_upstream, caplog):
 
 class TestWrongHostName:
     @pytest.fixture
-    def akko_settings(self, wrong_name_upstream, ca_file):
+    def akko_settings(self, wrong_name_upstream, ca_file, gateway_key_file):
         return {
             "upstream_url": wrong_name_upstream.url,
-            "api_key": GATEWAY_KEY,
+            "api_key_file": str(gateway_key_file),
             "ca_bundle": str(ca_file),
         }
 
