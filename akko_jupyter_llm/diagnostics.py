@@ -490,7 +490,11 @@ class GatewayDiagnostics:
                     answer.ms,
                     f"The model gateway at {url} requires a key, and none is "
                     f"configured (HTTP {answer.status}: {reason!r}).",
-                    f"Configure the gateway key: {self.key_source}.",
+                    "Configure the gateway key; this check found it in "
+                    f"{self.key_source}. In a terminal or kernel of a Jupyter "
+                    "server, AKKO_LLM_API_KEY is removed from the environment, so "
+                    "use the server's own check (GET akko-llm/status, or the "
+                    "status item in JupyterLab) or pass --api-key-file.",
                 )
             return CheckResult(
                 name,

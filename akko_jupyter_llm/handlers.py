@@ -417,7 +417,9 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
     async def _forward(self, body: bytes | None, stream: bool) -> None:
         client = self.state.client
         self.state.stats["requests"] += 1
-        url = client.url_for(self.route.upstream_path, self.request.query)
+        # The query string is not forwarded: none of the allowed routes needs
+        # one, and it may carry the user's Jupyter token (?token=...).
+        url = client.url_for(self.route.upstream_path)
         response = await client.open(
             self.request.method, url, self._upstream_headers(), body
         )
@@ -513,6 +515,18 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
                 status,
                 detail,
             )
+            if 400 <= status < 500:
+                # A client error without an OpenAI body usually means the
+                # upstream has no such route (llama.cpp has no models/{id}).
+                raise ProxyError(
+                    status,
+                    f"The model gateway at {self.state.client.base_url} answered "
+                    f"HTTP {status} to {self.request.method} {self.route.name} "
+                    f"without an error message{detail}. The upstream may not "
+                    f"support this route; check that {setting_name('upstream_url')} "
+                    "points at an OpenAI-compatible API ending in /v1.",
+                    code="upstream_error",
+                )
             raise ProxyError(
                 status if status in (500, 502, 503, 504) else 502,
                 f"The model gateway at {self.state.client.base_url} answered HTTP "

@@ -278,3 +278,14 @@ async def test_connections_reused(proxy, upstream):
     ports = {recorded.client_port for recorded in upstream.requests}
     assert len(upstream.requests) == 10
     assert len(ports) == 1
+
+
+async def test_query_string_not_forwarded(proxy, upstream):
+    """A token in the query string stays on the server, like every other parameter."""
+    async with proxy.request(
+        "GET", f"models?token={proxy.token}&return_wildcard_routes=true", auth=False
+    ) as response:
+        assert response.status == 200
+    assert upstream.requests[0].query == ""
+    assert upstream.paths() == ["/v1/models"]
+

@@ -45,7 +45,14 @@ async def test_models(client, real_upstream):
     assert {"qwen2.5:3b", "qwen2.5-coder:7b", "nomic-embed-text"} <= set(models)
 
 
-# llama_cpp.server has no GET /v1/models/{id}.
+@pytest.mark.parametrize("real_upstream", ["llama"], indirect=True)
+async def test_model_by_id_unsupported_upstream(client, real_upstream):
+    """llama_cpp.server has no GET /v1/models/{id}: its 404 stays a 404 that says so."""
+    with pytest.raises(openai.NotFoundError) as raised:
+        await client.models.retrieve("qwen2.5-coder:7b")
+    assert "may not support this route" in str(raised.value)
+
+
 @pytest.mark.parametrize("real_upstream", ["litellm"], indirect=True)
 async def test_model_by_id(client, real_upstream):
     model = await client.models.retrieve("qwen2.5-coder:7b")
