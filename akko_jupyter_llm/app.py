@@ -271,21 +271,31 @@ class AkkoLLM(ExtensionApp):
                 "akko-llm: verifying the upstream's certificate against %s",
                 settings.ca_bundle,
             )
-        self.log.info(
-            "akko-llm %s: proxying %sakko-llm/v1 to %s (key from %s; timeouts: "
-            "connect %gs, first byte %gs, idle %gs; max body %d bytes; max %d "
-            "requests per user) in %.1f ms",
-            __version__,
-            self.serverapp.base_url,
-            redact_url(settings.upstream_url),
-            key.describe_source(),
-            settings.connect_timeout,
-            settings.first_byte_timeout,
-            settings.idle_timeout,
-            settings.max_body_size,
-            settings.max_concurrent_requests,
-            (time.perf_counter() - started) * 1000,
-        )
+        if problems:
+            # The settings in effect are stand-ins; logging them would mislead.
+            self.log.error(
+                "akko-llm %s: %sakko-llm/v1 answers HTTP 503 until the %d problems "
+                "above are fixed and the server is restarted",
+                __version__,
+                self.serverapp.base_url,
+                len(problems),
+            )
+        else:
+            self.log.info(
+                "akko-llm %s: proxying %sakko-llm/v1 to %s (key from %s; timeouts: "
+                "connect %gs, first byte %gs, idle %gs; max body %d bytes; max %d "
+                "requests per user) in %.1f ms",
+                __version__,
+                self.serverapp.base_url,
+                redact_url(settings.upstream_url),
+                key.describe_source(),
+                settings.connect_timeout,
+                settings.first_byte_timeout,
+                settings.idle_timeout,
+                settings.max_body_size,
+                settings.max_concurrent_requests,
+                (time.perf_counter() - started) * 1000,
+            )
         # jupyter-ai's default models; None when jupyter-ai is not enabled.
         self.jupyter_ai = JupyterAISetup.link(self)
         # jupyter-ai 3.x's default persona and models; None without jupyter-ai 3.

@@ -139,7 +139,7 @@ def check_upstream_url(url: str) -> str | None:
     if parts.scheme not in ("http", "https"):
         return (
             f"{where} must start with http:// or https://, not {shown!r}. "
-            "Example: http://akko-akko-litellm:4000/v1"
+            "Example: http://akko-akko-litellm:4000/v1."
         )
     if not parts.hostname:
         return f"{where} has no host name: {shown!r}."

@@ -53,7 +53,9 @@ class ProxyError(HTTPError):
 
     @property
     def error_type(self) -> str:
-        return _ERROR_TYPES.get(self.status, "server_error")
+        if self.status in _ERROR_TYPES:
+            return _ERROR_TYPES[self.status]
+        return "invalid_request_error" if self.status < 500 else "server_error"
 
     def to_dict(self) -> dict:
         """Return the OpenAI error object: ``{"error": {...}}``."""

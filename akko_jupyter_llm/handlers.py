@@ -206,13 +206,21 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             ) from None
 
     def _check_settings(self) -> None:
-        problems = self.state.problems
+        problems = list(self.state.problems)
         if problems:
+            # Report an unreadable key file too, so that one answer lists all.
+            try:
+                self.state.key.get()
+            except KeyUnavailable as error:
+                problems.append(str(error))
+            numbered = " ".join(
+                f"({number}) {problem}" for number, problem in enumerate(problems, 1)
+            )
             raise ProxyError(
                 503,
                 "The LLM proxy of this Jupyter server is misconfigured, so no "
-                "request is forwarded: " + " ".join(problems) + " Ask the platform "
-                "admin to fix the setting and restart the server.",
+                f"request is forwarded: {numbered} Ask the platform admin to fix "
+                "the setting and restart the server.",
                 code="proxy_misconfigured",
             )
 
@@ -642,6 +650,13 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             )
         if status_code == 404:
             return ProxyError(404, "Not found.", code="route_not_found")
+        if status_code == 405:
+            return ProxyError(
+                405,
+                f"The method {self.request.method} is not allowed. This endpoint "
+                f"forwards only: {allowed_routes_text()}.",
+                code="method_not_allowed",
+            )
         if status_code < 500:
             return ProxyError(
                 status_code, detail or "The request was rejected.", code="bad_request"

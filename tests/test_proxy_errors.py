@@ -360,3 +360,25 @@ async def test_wrongly_typed_setting_reported_not_fatal(proxy, upstream):
     assert "c.AkkoLLM.idle_timeout" in error["message"]
     assert "'soon'" in error["message"]
     assert upstream.requests == []
+
+
+@pytest.mark.akko(
+    upstream_url="ftp://gateway:4000/v1",
+    api_key="",
+    api_key_file="/nonexistent/akko-llm/key",
+)
+async def test_all_problems_in_one_response(proxy, upstream):
+    async with proxy.request("GET", "models") as response:
+        assert response.status == 503
+        error = await error_of(response)
+    assert "(1) c.AkkoLLM.upstream_url" in error["message"]
+    assert "(2) Cannot read the gateway key file /nonexistent/akko-llm/key" in error["message"]
+
+
+async def test_unknown_method_is_openai_error(proxy, upstream):
+    async with proxy.request("PROPFIND", "models") as response:
+        assert response.status == 405
+        error = await error_of(response)
+    assert error["type"] == "invalid_request_error"
+    assert "GET models" in error["message"]
+    assert upstream.requests == []
