@@ -26,9 +26,9 @@ so the command-line tool runs it without a Jupyter server.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
+import os
 import logging
 import re
 import time
@@ -631,13 +631,17 @@ class GatewayDiagnostics:
         name = f"default_{kind}_model"
         title = f"Default {kind} model served"
         expected_id = getattr(self.default_models, kind)
-        env = default_model_env(kind)
+        variable = default_model_env(kind)
+        if os.environ.get(variable, "").strip():
+            env = variable
+        else:
+            env = f"the built-in default; {variable} changes it"
         started = time.perf_counter()
         served = next(
             (model for model in models if same_model(model.id, expected_id)), None
         )
         ms = (time.perf_counter() - started) * 1000
-        details = {"model": expected_id, "environment_variable": env}
+        details = {"model": expected_id, "environment_variable": variable}
 
         if served is None:
             # Without a chat model the chat sidebar and %%ai fail; the others
