@@ -1,3 +1,13 @@
-"""The package version, read by hatchling at build time and by the code at run time."""
+"""The package version, read from the installed package's metadata.
 
-__version__ = "0.1.0"
+Its one source is the ``version`` of labextension/package.json, which the
+JupyterLab extension's build needs anyway; hatch-nodejs-version puts it into
+the wheel's metadata at build time.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("akko-jupyter-llm")
+except PackageNotFoundError:  # A source tree that was never installed.
+    __version__ = "0+unknown"

@@ -155,5 +155,9 @@ def test_sdist_and_wheel_pass_twine_check(tmp_path, wheel):
 
 
 def test_version_single_sourced(wheel):
+    import json
+
+    package_json = json.loads((REPOSITORY_ROOT / "labextension" / "package.json").read_text())
+    assert package_json["version"] == __version__
     assert wheel.name.startswith(f"akko_jupyter_llm-{__version__}-")
     assert f"## {__version__}" in (REPOSITORY_ROOT / "CHANGELOG.md").read_text()
