@@ -99,7 +99,7 @@ class AkkoLLM(ExtensionApp):
         help="""Seconds to wait from sending a request to the upstream's first response byte.
 
         Generous by default (600, ten minutes) because a model that is not yet
-        loaded can take minutes to load on CPU before it answers.
+        loaded can take minutes to load on CPU before it responds.
         From the environment variable AKKO_LLM_FIRST_BYTE_TIMEOUT.
         """,
     ).tag(config=True)

@@ -520,7 +520,7 @@ class GatewayDiagnostics:
                 f"{answer.status}, which is not about the key.",
             )
         if not self._current_key:
-            message = "The gateway answered without a key (none is configured)."
+            message = "The gateway responded without a key (none is configured)."
         else:
             message = "The gateway accepted the configured key."
         return CheckResult(name, title, OK, answer.ms, message)

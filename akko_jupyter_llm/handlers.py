@@ -11,7 +11,7 @@ allow-list, and relay the response:
 - anything else is read whole and passed on with its status; gateway JSON
   errors pass through unchanged.
 
-`ProxyState` holds what the handler shares across requests: the checked
+`ProxyState` contains what the handler shares across requests: the checked
 settings and their problems, the gateway key, the upstream client and the
 per-user limiter. The extension app creates one per server.
 """
@@ -208,7 +208,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
     def _check_settings(self) -> None:
         problems = list(self.state.problems)
         if problems:
-            # Report an unreadable key file too, so that one answer lists all.
+            # Report an unreadable key file too, so that one response lists all.
             try:
                 self.state.key.get()
             except KeyUnavailable as error:
@@ -564,8 +564,8 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
-        # Tornado leaves Nagle's algorithm on until finish(), which holds each
-        # small event back until the client acknowledges the previous one.
+        # Tornado leaves Nagle's algorithm on until finish(), which delays each
+        # small event until the client acknowledges the previous one.
         connection_stream = getattr(self.request.connection, "stream", None)
         if connection_stream is not None:
             connection_stream.set_nodelay(True)

@@ -77,7 +77,7 @@ class GatewayKeyClient:
         key = document.get("key") if isinstance(document, dict) else None
         if not isinstance(key, str) or not key:
             raise GatewayKeyError(
-                f"The gateway at {self.gateway_url} answered /key/generate without "
+                f"The gateway at {self.gateway_url} responded to /key/generate without "
                 "a key. Check that it is a LiteLLM proxy and that its version "
                 "supports virtual keys.",
                 "bad_response",
@@ -149,7 +149,7 @@ class GatewayKeyClient:
             return json.loads(text) if text else {}
         except ValueError:
             raise GatewayKeyError(
-                f"The gateway at {shown_url} answered with status {response.code} "
+                f"The gateway at {shown_url} responded with status {response.code} "
                 f"but not with JSON: {text[:200]!r}. Check that "
                 f"{self.gateway_url} is the LiteLLM proxy.",
                 "bad_response",
@@ -161,7 +161,7 @@ class GatewayKeyClient:
         name = type(error).__name__ if error is not None else "error"
         if name == "HTTPTimeoutError" or "timeout" in str(error).lower():
             return GatewayKeyError(
-                f"The gateway did not answer {url} within {self.request_timeout:g} s "
+                f"The gateway did not respond to {url} within {self.request_timeout:g} s "
                 "(UserKeys.request_timeout). Check the LiteLLM pod's load and logs, "
                 "or raise the timeout.",
                 "timeout",
@@ -194,7 +194,7 @@ class GatewayKeyClient:
                 "master_key_rejected",
             )
         return GatewayKeyError(
-            f"The gateway's key API failed: {method} {url} answered {code}: "
+            f"The gateway's key API failed: {method} {url} returned {code}: "
             f"{text[:300]}",
             "gateway_error",
         )
