@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import GATEWAY_KEY
+from tests.upstreams.https import start_https_upstream
 from tests.diagnostics_fixtures import ScriptedUpstream, closed_port, run_cli
 
 
@@ -285,31 +286,13 @@ def test_console_script_declared():
 @pytest.fixture
 def tls_gateway(jp_asyncio_loop, tmp_path):
     """An https gateway whose certificate comes from a private CA; returns (url, CA file)."""
-    import ssl
-
     import trustme
-    from aiohttp import web
 
     authority = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(context)
     ca_file = tmp_path / "ca.pem"
     authority.cert_pem.write_to_path(str(ca_file))
-
-    async def models(request):
-        return web.json_response({"object": "list", "data": [{"id": "qwen2.5:3b"}]})
-
-    async def start():
-        app = web.Application()
-        app.router.add_get("/v1/models", models)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        return runner, site._server.sockets[0].getsockname()[1]
-
-    runner, port = jp_asyncio_loop.run_until_complete(start())
-    yield f"https://127.0.0.1:{port}/v1", ca_file
+    runner, url, _ = start_https_upstream(jp_asyncio_loop, authority)
+    yield url, ca_file
     jp_asyncio_loop.run_until_complete(runner.cleanup())
 
 

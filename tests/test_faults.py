@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 
 import pytest
-from aiohttp import web
 
 from tests.conftest import GATEWAY_KEY, apply_akko_marker
 from tests.test_proxy_errors import _resolver_is_loopback
+from tests.upstreams.https import start_https_upstream
 
 CHAT = "chat/completions"
 SHORT_TIMEOUTS = {"first_byte_timeout": 0.5, "idle_timeout": 0.5}
@@ -241,24 +240,8 @@ def self_signed_upstream(jp_asyncio_loop):
     """An HTTPS upstream on 127.0.0.1 whose CA no system bundle contains."""
     import trustme
 
-    authority = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(context)
-
-    async def models(request):
-        return web.json_response({"object": "list", "data": []})
-
-    async def start():
-        app = web.Application()
-        app.router.add_get("/v1/models", models)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        return runner, site._server.sockets[0].getsockname()[1]
-
-    runner, port = jp_asyncio_loop.run_until_complete(start())
-    yield f"https://127.0.0.1:{port}/v1"
+    runner, url, _ = start_https_upstream(jp_asyncio_loop, trustme.CA())
+    yield url
     jp_asyncio_loop.run_until_complete(runner.cleanup())
 
 

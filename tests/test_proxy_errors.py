@@ -7,12 +7,11 @@ import hashlib
 import json
 import os
 import socket
-import ssl
 
 import pytest
-from aiohttp import web
 
 from tests.conftest import GATEWAY_KEY, apply_akko_marker
+from tests.upstreams.https import start_https_upstream
 
 CHAT = "chat/completions"
 
@@ -78,25 +77,8 @@ def tls_upstream(jp_asyncio_loop):
     """An HTTPS upstream whose certificate no system CA vouches for."""
     import trustme
 
-    authority = trustme.CA()
-    certificate = authority.issue_cert("127.0.0.1")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    certificate.configure_cert(context)
-
-    async def models(request):
-        return web.json_response({"object": "list", "data": []})
-
-    async def start():
-        app = web.Application()
-        app.router.add_get("/v1/models", models)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        return runner, site._server.sockets[0].getsockname()[1]
-
-    runner, port = jp_asyncio_loop.run_until_complete(start())
-    yield f"https://127.0.0.1:{port}/v1"
+    runner, url, _ = start_https_upstream(jp_asyncio_loop, trustme.CA())
+    yield url
     jp_asyncio_loop.run_until_complete(runner.cleanup())
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import ssl
 from types import SimpleNamespace
 
 import pytest
-from aiohttp import web
 
 from akko_jupyter_llm.app import AkkoLLM
 from akko_jupyter_llm.config import check_settings
 from tests.conftest import GATEWAY_KEY, apply_akko_marker
+from tests.upstreams.https import start_https_upstream
 
 
 @pytest.fixture(scope="module")
@@ -27,32 +26,10 @@ def ca_file(authority, tmp_path):
     return path
 
 
-def _start_https_upstream(jp_asyncio_loop, authority, host_name: str):
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert(host_name).configure_cert(context)
-    seen = []
-
-    async def models(request):
-        seen.append(request.headers.get("Authorization"))
-        return web.json_response({"object": "list", "data": [{"id": "qwen2.5:3b"}]})
-
-    async def start():
-        app = web.Application()
-        app.router.add_get("/v1/models", models)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        return runner, site._server.sockets[0].getsockname()[1]
-
-    runner, port = jp_asyncio_loop.run_until_complete(start())
-    return runner, f"https://127.0.0.1:{port}/v1", seen
-
-
 @pytest.fixture
 def https_upstream(jp_asyncio_loop, authority):
     """An HTTPS upstream on 127.0.0.1 with a certificate from a private CA."""
-    runner, url, seen = _start_https_upstream(jp_asyncio_loop, authority, "127.0.0.1")
+    runner, url, seen = start_https_upstream(jp_asyncio_loop, authority, "127.0.0.1")
     yield SimpleNamespace(url=url, authorization_seen=seen)
     jp_asyncio_loop.run_until_complete(runner.cleanup())
 
@@ -60,7 +37,7 @@ def https_upstream(jp_asyncio_loop, authority):
 @pytest.fixture
 def wrong_name_upstream(jp_asyncio_loop, authority):
     """An HTTPS upstream whose certificate names another host than 127.0.0.1."""
-    runner, url, seen = _start_https_upstream(jp_asyncio_loop, authority, "gateway.test")
+    runner, url, seen = start_https_upstream(jp_asyncio_loop, authority, "gateway.test")
     yield SimpleNamespace(url=url, authorization_seen=seen)
     jp_asyncio_loop.run_until_complete(runner.cleanup())
 
