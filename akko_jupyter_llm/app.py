@@ -38,7 +38,7 @@ from .handlers import ProxyHandler, ProxyState
 from .identity import identity_enabled
 from .jupyter_ai3_defaults import JupyterAI3Setup
 from .jupyter_ai_defaults import JupyterAISetup
-from .kernel_env import KERNEL_BASE_URL_ENV, KERNEL_TOKEN_ENV, kernel_base_url
+from .kernel_env import KERNEL_BASE_URL_ENV, KERNEL_TOKEN_ENV, server_endpoint
 from .limits import ConcurrencyLimiter
 from .status_handler import StatusHandler, StatusService
 from .upstream import UpstreamClient
@@ -305,11 +305,12 @@ class AkkoLLM(ExtensionApp):
 
     def _set_kernel_environment(self) -> None:
         """Tell kernels started from now on where the endpoint is and how to log in."""
-        url = kernel_base_url(self.serverapp)
-        if url is None:
+        endpoint = server_endpoint(self.serverapp)
+        if endpoint is None:
             return
+        url, token = endpoint
         os.environ[KERNEL_BASE_URL_ENV] = url
-        token = getattr(self.serverapp.identity_provider, "token", "") or ""
+        # Under JupyterHub, kernels already have JUPYTERHUB_API_TOKEN.
         if token and not os.environ.get("JUPYTERHUB_API_TOKEN"):
             os.environ[KERNEL_TOKEN_ENV] = token
         self.log.debug("akko-llm: kernels reach the endpoint at %s", url)

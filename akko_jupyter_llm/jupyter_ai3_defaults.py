@@ -30,8 +30,7 @@ from traitlets.config import Config
 
 from .defaults import DefaultModels, read_default_models, strip_provider_prefix
 from .jupyter_ai_defaults import AkkoJupyterAI
-from .kernel_env import kernel_base_url
-from .model_catalog import CATALOG, set_server_endpoint
+from .model_catalog import CATALOG
 from .model_refresh import ModelListRefresh
 
 if TYPE_CHECKING:
@@ -149,17 +148,12 @@ class JupyterAI3Setup(ModelListRefresh):
 
     def start(self) -> None:
         """Register the endpoint and read the models in the background; call once the server listens."""
-        url = kernel_base_url(self.serverapp)
-        if url is None:
-            self.log.warning(
-                "akko-llm: this server listens on a Unix socket, so the AKKO "
-                "persona of jupyter-ai cannot reach its model endpoint"
-            )
-            return
-        token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip() or (
-            getattr(self.serverapp.identity_provider, "token", "") or ""
+        endpoint = self.register_endpoint(
+            self.serverapp, "the AKKO persona of jupyter-ai"
         )
-        set_server_endpoint(url, token)
+        if endpoint is None:
+            return
+        url, token = endpoint
         if self.jupyternaut_app is not None:
             # Jupyternaut calls LiteLLM, which reads the gateway's URL and key
             # from these variables. The key is the user's own token, which

@@ -33,8 +33,7 @@ from .defaults import (
     DEFAULT_EMBEDDINGS_MODEL,
     EMBEDDINGS_MODEL_ENV,
 )
-from .kernel_env import kernel_base_url
-from .model_catalog import CATALOG, set_server_endpoint
+from .model_catalog import CATALOG
 from .model_refresh import ModelListRefresh
 
 if TYPE_CHECKING:
@@ -291,17 +290,9 @@ class JupyterAISetup(ModelListRefresh):
 
     def start(self) -> None:
         """Register the endpoint and read the models in the background; call once the server listens."""
-        url = kernel_base_url(self.serverapp)
-        if url is None:
-            self.log.warning(
-                "akko-llm: this server listens on a Unix socket, so the akko "
-                "providers of jupyter-ai cannot reach its model endpoint"
-            )
+        client = "the akko providers of jupyter-ai"
+        if self.register_endpoint(self.serverapp, client) is None:
             return
-        token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip() or (
-            getattr(self.serverapp.identity_provider, "token", "") or ""
-        )
-        set_server_endpoint(url, token)
 
         self._apply_precedence(served=None)
         self.start_refresh()

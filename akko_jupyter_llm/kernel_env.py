@@ -46,6 +46,20 @@ def kernel_base_url(serverapp) -> str | None:
     return f"{scheme}://{host}:{serverapp.port}{base_url}/akko-llm/v1"
 
 
+def server_endpoint(serverapp) -> tuple[str, str] | None:
+    """Return ``(base_url, token)`` for code in the server process, or None on a socket.
+
+    The token is the JupyterHub API token under JupyterHub, else the server's own.
+    """
+    url = kernel_base_url(serverapp)
+    if url is None:
+        return None
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip() or (
+        getattr(serverapp.identity_provider, "token", "") or ""
+    )
+    return url, token
+
+
 def kernel_credentials() -> tuple[str, str]:
     """Return ``(base_url, token)`` for code in a kernel, or raise `RuntimeError`."""
     base_url = os.environ.get(KERNEL_BASE_URL_ENV, "").strip()

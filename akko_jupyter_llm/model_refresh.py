@@ -19,7 +19,13 @@ from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 
-from .model_catalog import CATALOG, ModelListError, fetch_models_async
+from .kernel_env import server_endpoint
+from .model_catalog import (
+    CATALOG,
+    ModelListError,
+    fetch_models_async,
+    set_server_endpoint,
+)
 
 
 class ModelListRefresh:
@@ -40,6 +46,22 @@ class ModelListRefresh:
 
     def on_models(self, chat_models: list[str], embedding_models: list[str]) -> None:
         """React to a newly read model list (already stored in `CATALOG`)."""
+
+    def register_endpoint(self, serverapp, client: str) -> tuple[str, str] | None:
+        """Point ``client`` at this server's endpoint; return ``(url, token)``.
+
+        Returns None, after a warning, when the server listens on a Unix socket.
+        """
+        endpoint = server_endpoint(serverapp)
+        if endpoint is None:
+            self.log.warning(
+                "akko-llm: this server listens on a Unix socket, so %s cannot "
+                "reach its model endpoint",
+                client,
+            )
+            return None
+        set_server_endpoint(*endpoint)
+        return endpoint
 
     def start_refresh(self) -> None:
         """Read the list now in the background, then every refresh interval."""
