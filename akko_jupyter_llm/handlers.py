@@ -149,7 +149,8 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             self._check_settings()
             self.api_key = self._read_key()
             self._check_declared_size()
-            self.state.limiter.acquire(self._limit_key())
+            limit_key = self._limit_key()
+            self.state.limiter.acquire(limit_key)
         except web.HTTPError as error:
             if not self._has_body():
                 raise
@@ -158,7 +159,13 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             # a broken pipe instead of this error. Read and drop the body first.
             self._early_error = error
             return
-        self._slot_user = self._limit_key()
+        self._slot_user = limit_key
+
+    def _hub_user_name(self) -> str | None:
+        """Return the JupyterHub user name, or None outside JupyterHub."""
+        if type(self.identity_provider).__module__.startswith("jupyterhub"):
+            return self._user_name()
+        return None
 
     def _limit_key(self) -> str:
         """Return whose request this is, for the per-user limit.
@@ -168,10 +175,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         server gives every token-authenticated request a new random user name,
         but it has a single user, so all its requests count as one.
         """
-        identity_provider = self.identity_provider
-        if type(identity_provider).__module__.startswith("jupyterhub"):
-            return self._user_name()
-        return "server-owner"
+        return self._hub_user_name() or "server-owner"
 
     def _has_body(self) -> bool:
         headers = self.request.headers
@@ -296,9 +300,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
 
     def _identity(self) -> str:
         """Return the user name to send to the gateway."""
-        if type(self.identity_provider).__module__.startswith("jupyterhub"):
-            return self._user_name()
-        return fallback_user_name()
+        return self._hub_user_name() or fallback_user_name()
 
     def _check_content_type(self) -> None:
         """Reject a body not declared as JSON, with a 400 as the OpenAI API does.

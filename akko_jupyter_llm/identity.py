@@ -14,6 +14,7 @@ gateway key, it would let one user spend under another's name.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
@@ -46,6 +47,12 @@ def fallback_user_name() -> str:
     hub_user = os.environ.get("JUPYTERHUB_USER", "").strip()
     if hub_user:
         return hub_user
+    return _account_name()
+
+
+@functools.cache
+def _account_name() -> str:
+    # getpass may read the password database; the account does not change.
     try:
         return getpass.getuser()
     except (KeyError, OSError):
