@@ -74,6 +74,9 @@ class UpstreamClient:
                 # Content-Encoding that does not match the bytes it receives.
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
+                # The session is shared by every user of this server, so a
+                # cookie set by the gateway must not be sent back for others.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 raise_for_status=False,
             )
         return self._session

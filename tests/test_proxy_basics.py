@@ -289,3 +289,29 @@ async def test_query_string_not_forwarded(proxy, upstream):
     assert upstream.requests[0].query == ""
     assert upstream.paths() == ["/v1/models"]
 
+
+
+
+class TestGatewayByHostName:
+    """Cookies are kept per host name (aiohttp ignores those of IP addresses)."""
+
+    @pytest.fixture
+    def akko_settings(self, akko_settings, upstream):
+        return dict(akko_settings, upstream_url=upstream.url.replace("127.0.0.1", "localhost"))
+
+    async def test_gateway_cookies_not_sent_back(self, proxy, upstream):
+        """The upstream client serves everyone who uses the server, so it keeps no cookies."""
+        body = {
+            "model": "qwen2.5:3b", "messages": [], "x_test": {"set_cookie": "route=a1; Path=/"},
+        }
+        async with proxy.request("POST", "chat/completions", json=body) as response:
+            assert response.status == 200
+            # Not relayed to the client either: it could overwrite a Jupyter cookie.
+            assert "route=" not in " ".join(response.headers.getall("Set-Cookie", []))
+        async with proxy.request("GET", "models") as response:
+            assert response.status == 200
+        assert [recorded.path for recorded in upstream.requests] == [
+            "/v1/chat/completions", "/v1/models",
+        ]
+        assert "Cookie" not in upstream.requests[1].headers
+

@@ -21,7 +21,8 @@ A request controls the answer through an ``x_test`` object in its JSON body
   stream, send them as the first event;
 - ``padding`` and ``seed``: add ``padding`` characters of deterministic text
   (see `padding_text`) to the echo answer, or make each streamed event's
-  content that long, so a client can check every byte it receives.
+  content that long, so a client can check every byte it receives;
+- ``set_cookie``: send this value in a ``Set-Cookie`` header.
 
 Every request is recorded with its headers, body, client port, and the time
 the client's connection was seen closing (``disconnected_at``), for
@@ -75,6 +76,15 @@ class RecordedRequest:
         return json.loads(self.body) if self.body else None
 
 
+def _control_of(recorded: RecordedRequest) -> dict:
+    """Return the ``x_test`` object of a request's JSON body, or an empty dict."""
+    try:
+        control = (recorded.json or {}).get("x_test")
+    except (ValueError, AttributeError):
+        return {}
+    return control if isinstance(control, dict) else {}
+
+
 @dataclass
 class OpenAIUpstream:
     """The test upstream; `url` ends in ``/v1``."""
@@ -119,7 +129,11 @@ class OpenAIUpstream:
         )
         self.requests.append(recorded)
         try:
-            return await self._answer(request, recorded)
+            response = await self._answer(request, recorded)
+            cookie = _control_of(recorded).get("set_cookie")
+            if cookie and not response.prepared:
+                response.headers["Set-Cookie"] = cookie
+            return response
         finally:
             recorded.finished_at = time.monotonic()
 
