@@ -143,8 +143,11 @@ class UpstreamClient:
         content = response.content
         while True:
             try:
-                async with async_timeout(self.settings.idle_timeout):
-                    chunk = await content.readany()
+                # What has already arrived is taken without arming a timer.
+                chunk = content.read_nowait()
+                if not chunk and not content.at_eof():
+                    async with async_timeout(self.settings.idle_timeout):
+                        chunk = await content.readany()
             except asyncio.TimeoutError as error:
                 raise self._timeout_error(
                     "idle_timeout", "waiting for the next part of the response from"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 
 import pytest
 
+from akko_jupyter_llm.handlers import _writes_debug
 from tests.conftest import GATEWAY_KEY
 
 
@@ -315,3 +318,31 @@ class TestGatewayByHostName:
         ]
         assert "Cookie" not in upstream.requests[1].headers
 
+
+def test_debug_line_needs_debug_handler():
+    """Jupyter's loggers are at DEBUG and their handlers at INFO: then no line is built."""
+    server_log = logging.getLogger("akko-test-server")
+    extension_log = server_log.getChild("AkkoLLM")
+    handler = logging.StreamHandler(io.StringIO())
+    server_log.addHandler(handler)
+    server_log.propagate = False
+    try:
+        server_log.setLevel(logging.DEBUG)
+        handler.setLevel(logging.INFO)
+        assert not _writes_debug(extension_log)
+        handler.setLevel(logging.DEBUG)
+        assert _writes_debug(extension_log)
+        server_log.setLevel(logging.INFO)
+        assert not _writes_debug(extension_log)
+        # Propagation to the root logger and its handlers counts too.
+        server_log.setLevel(logging.DEBUG)
+        handler.setLevel(logging.WARNING)
+        server_log.propagate = True
+        root_handler = logging.StreamHandler(io.StringIO())
+        logging.getLogger().addHandler(root_handler)
+        try:
+            assert _writes_debug(extension_log)
+        finally:
+            logging.getLogger().removeHandler(root_handler)
+    finally:
+        server_log.removeHandler(handler)

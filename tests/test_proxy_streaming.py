@@ -187,3 +187,22 @@ async def test_server_responsive_during_streams(proxy, upstream):
     assert all(parse_events(raw)[-1] == "[DONE]" for raw in results)
     # A blocked event loop would hold these until the streams end (about 1 s).
     assert max(latencies) < 0.5, latencies
+
+
+async def test_slow_reader_holds_back_the_upstream(proxy, upstream):
+    """A client that stops reading stops the upstream too; events do not pile up in memory."""
+    events, size = 1600, 32 * 1024
+    body = chat_body(chunks=events, padding=size, seed="slow")
+    async with proxy.request("POST", CHAT, json=body) as response:
+        assert response.status == 200
+        first = await response.content.readuntil(b"\n\n")
+        assert b"part" not in first
+        assert len(first) > size
+        await asyncio.sleep(1.0)
+        sent_while_paused = upstream.requests[0].events_sent
+        raw = first + await response.read()
+    contents = [json.loads(event)["choices"][0]["delta"]["content"] for event in parse_events(raw)[:-1]]
+    assert len(contents) == events
+    # The socket buffers on both sides of the proxy hold some events (about
+    # 12 MB in a test on Linux 6.18). The rest must wait for the client.
+    assert sent_while_paused < events // 2, sent_while_paused

@@ -24,9 +24,10 @@ A request controls the answer through an ``x_test`` object in its JSON body
   content that long, so a client can check every byte it receives;
 - ``set_cookie``: send this value in a ``Set-Cookie`` header.
 
-Every request is recorded with its headers, body, client port, and the time
-the client's connection was seen closing (``disconnected_at``), for
-cancellation tests.
+Every request is recorded with its headers, body, client port, the number of
+stream events written so far (``events_sent``), and the time the client's
+connection was seen closing (``disconnected_at``), for cancellation and
+back-pressure tests.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class RecordedRequest:
     started_at: float
     disconnected_at: float | None = None
     finished_at: float | None = None
+    events_sent: int = 0
 
     @property
     def json(self):
@@ -272,6 +274,7 @@ class OpenAIUpstream:
                 content = padding_text(control.get("seed", ""), index, padding) if padding else None
                 await self._write(response, compressor, self.chunk_event(index, payload.get("model"), content))
                 index += 1
+                recorded.events_sent = index
                 if gap and (forever or index < chunks):
                     await asyncio.sleep(gap)
             await self._write(response, compressor, b"data: [DONE]\n\n")
