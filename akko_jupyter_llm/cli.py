@@ -10,6 +10,7 @@ variables the server extension reads (``AKKO_LLM_UPSTREAM_URL``,
 ``AKKO_LLM_API_KEY_FILE``, ``AKKO_LLM_API_KEY``) or from flags, so it works in
 a user's terminal and on an admin's laptop alike. There is no flag for the key
 itself, because command lines are visible to other users of the machine.
+Messages name the flag or environment variable that gave each value.
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ import logging
 import os
 import sys
 import textwrap
+from collections.abc import Mapping
 
-from .config import ENV_VARS, ProxySettings, check_ca_bundle, env_bool
-from .credentials import GatewayKey
+from .config import (
+    ENV_VARS,
+    KEY_SETTINGS,
+    ProxySettings,
+    check_ca_bundle,
+    env_bool,
+    setting_name,
+)
+from .credentials import KEY_FILE_SETTING, GatewayKey
 from .defaults import read_default_models
 from .diagnostics import (
     CHECK_TIMEOUT_SECONDS,
@@ -40,6 +49,9 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 
 _STATUS_LABELS = {"ok": "ok", "warn": "WARN", "error": "ERROR", "skipped": "skip"}
+
+# The server's timeouts, all set by --timeout here.
+_TIMEOUT_SETTINGS = ("connect_timeout", "first_byte_timeout", "idle_timeout")
 
 
 def _positive_seconds(text: str) -> float:
@@ -133,6 +145,55 @@ def _key_and_source(
     )
 
 
+def _given_by(flag: str, flag_value: str | None, trait: str) -> str | None:
+    """Return the flag or variable that sets ``trait`` in this run, or None."""
+    if flag_value:
+        return flag
+    if os.environ.get(ENV_VARS[trait], "").strip():
+        return f"${ENV_VARS[trait]}"
+    return None
+
+
+def setting_names(args: argparse.Namespace) -> dict[str, str]:
+    """Map each server setting, as messages name it, to what sets it in this run.
+
+    The checks and the gateway client name a setting as a Jupyter config
+    writes it, for example ``c.AkkoLLM.upstream_url (AKKO_LLM_UPSTREAM_URL)``.
+    This command reads flags and environment variables instead, so its
+    messages name the flag or the variable that gave the value. When neither
+    is set, they name both (and the URL is the built-in default).
+    """
+    url_variable = f"${ENV_VARS['upstream_url']}"
+    ca_variable = f"${ENV_VARS['ca_bundle']}"
+    key_file_variable = f"${ENV_VARS['api_key_file']}"
+    names = {
+        setting_name("upstream_url"): (
+            _given_by("--upstream-url", args.upstream_url, "upstream_url")
+            or f"the built-in default (--upstream-url or {url_variable} changes it)"
+        ),
+        setting_name("ca_bundle"): (
+            _given_by("--ca-bundle", args.ca_bundle, "ca_bundle")
+            or f"--ca-bundle or {ca_variable}"
+        ),
+        KEY_FILE_SETTING: (
+            _given_by("--api-key-file", args.api_key_file, "api_key_file")
+            or f"--api-key-file or {key_file_variable}"
+        ),
+        KEY_SETTINGS: f"${ENV_VARS['api_key']}, or in a file named by --api-key-file "
+        f"or {key_file_variable}",
+    }
+    for trait in _TIMEOUT_SETTINGS:
+        names[setting_name(trait)] = "--timeout"
+    return names
+
+
+def rename_settings(text: str, names: Mapping[str, str]) -> str:
+    """Replace each server setting name of ``names`` in ``text`` with its value."""
+    for server_name, name in names.items():
+        text = text.replace(server_name, name)
+    return text
+
+
 class UsageError(Exception):
     """A bad option or environment variable; the message names it."""
 
@@ -147,7 +208,7 @@ def tls_options(args: argparse.Namespace) -> tuple[str, bool]:
     if ca_bundle and verify_tls:
         problem = check_ca_bundle(ca_bundle)
         if problem:
-            raise UsageError(problem)
+            raise UsageError(rename_settings(problem, setting_names(args)))
     return ca_bundle, verify_tls
 
 
@@ -180,7 +241,6 @@ def make_diagnostics(args: argparse.Namespace) -> GatewayDiagnostics:
         read_default_models(),
         log,
         key_source=key_source,
-        url_setting=f"--upstream-url or ${ENV_VARS['upstream_url']}",
         timeout=args.timeout,
         live_timeout=max(args.timeout, LIVE_FIRST_TOKEN_TIMEOUT_SECONDS),
     )
@@ -189,9 +249,16 @@ def make_diagnostics(args: argparse.Namespace) -> GatewayDiagnostics:
 async def _run(args: argparse.Namespace) -> Report:
     diagnostics = make_diagnostics(args)
     try:
-        return await diagnostics.run(live=getattr(args, "live", False))
+        report = await diagnostics.run(live=getattr(args, "live", False))
     finally:
         await diagnostics.close()
+
+    names = setting_names(args)
+    for check in report.checks:
+        check.message = rename_settings(check.message, names)
+        if check.hint:
+            check.hint = rename_settings(check.hint, names)
+    return report
 
 
 def _wrap(text: str, indent: str) -> str:

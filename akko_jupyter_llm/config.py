@@ -33,6 +33,10 @@ ENV_VARS = {
     "verify_tls": "AKKO_LLM_VERIFY_TLS",
 }
 
+# The settings that can contain the gateway key, as messages name them. The
+# ``akko-llm`` command replaces this text with the variables and flag it reads.
+KEY_SETTINGS = "c.AkkoLLM.api_key or c.AkkoLLM.api_key_file"
+
 # Spellings of a boolean environment variable, lower case.
 _TRUE_WORDS = ("1", "true", "yes", "on")
 _FALSE_WORDS = ("0", "false", "no", "off")
@@ -146,7 +150,7 @@ def check_upstream_url(url: str) -> str | None:
     if parts.username is not None or parts.password is not None:
         return (
             f"{where} must not contain a user name or password ({shown!r}); "
-            "put the gateway key in c.AkkoLLM.api_key or c.AkkoLLM.api_key_file."
+            f"put the gateway key in {KEY_SETTINGS}."
         )
     if parts.query or parts.fragment:
         return f"{where} must not have a query string or fragment: {shown!r}."

@@ -19,6 +19,10 @@ import time
 # Interval, in seconds, between two checks of the key file for changes.
 KEY_FILE_CHECK_INTERVAL = 1.0
 
+# The key file's setting, as its errors name it. The ``akko-llm`` command
+# replaces this text with the flag or variable that gave it the path.
+KEY_FILE_SETTING = "c.AkkoLLM.api_key_file, AKKO_LLM_API_KEY_FILE"
+
 
 class KeyUnavailable(Exception):
     """The key file cannot be read; the message names the file and the setting."""
@@ -84,7 +88,7 @@ class GatewayKey:
             reason = getattr(error, "strerror", None) or type(error).__name__
             message = (
                 f"Cannot read the gateway key file {self._path} "
-                f"(c.AkkoLLM.api_key_file, AKKO_LLM_API_KEY_FILE): {reason}. "
+                f"({KEY_FILE_SETTING}): {reason}. "
                 "Check that the secret is mounted at that path and readable "
                 "by this server's user."
             )
@@ -96,8 +100,8 @@ class GatewayKey:
 
         if not key:
             message = (
-                f"The gateway key file {self._path} (c.AkkoLLM.api_key_file, "
-                "AKKO_LLM_API_KEY_FILE) is empty. Check the secret it is mounted from."
+                f"The gateway key file {self._path} ({KEY_FILE_SETTING}) is empty. "
+                "Check the secret it is mounted from."
             )
             if message != self._error:
                 self._log.error(message)

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ProxySettings, check_upstream_url, redact_url
+from .config import ProxySettings, check_upstream_url, redact_url, setting_name
 from .credentials import GatewayKey, KeyUnavailable
 from .defaults import DefaultModels, default_model_env
 from .errors import ProxyError
@@ -226,9 +226,12 @@ class GatewayDiagnostics:
     """Runs the checks against one gateway, with its own pooled client.
 
     ``key`` supplies the gateway key, and ``key_source`` describes where it
-    comes from, for hints. ``url_setting`` names how the upstream URL is set, for hints
-    (the server's trait or the command-line flag). ``problems`` are the
-    settings problems found at start, reported by ``settings_valid``.
+    comes from, for hints. ``problems`` are the settings problems found at
+    start, reported by ``settings_valid``.
+
+    Messages and hints name settings as the server's admin writes them
+    (`config.setting_name`). ``akko-llm`` replaces those names with its own
+    flags and variables (see `cli.setting_names`).
     """
 
     def __init__(
@@ -239,7 +242,6 @@ class GatewayDiagnostics:
         log: logging.Logger,
         *,
         key_source: str | None = None,
-        url_setting: str = "c.AkkoLLM.upstream_url (AKKO_LLM_UPSTREAM_URL)",
         problems: list[str] | None = None,
         timeout: float = CHECK_TIMEOUT_SECONDS,
         live_timeout: float = LIVE_FIRST_TOKEN_TIMEOUT_SECONDS,
@@ -248,7 +250,7 @@ class GatewayDiagnostics:
         self.key_source = key_source or key.describe_source()
         self.default_models = default_models
         self.log = log
-        self.url_setting = url_setting
+        self.url_setting = setting_name("upstream_url")
         self.problems = list(problems or [])
         self.timeout = timeout
         self.live_timeout = max(live_timeout, timeout)

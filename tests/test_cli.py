@@ -97,7 +97,7 @@ async def test_doctor_refused_exits_1(key_file):
     assert document["status"] == "error"
     assert reachable["status"] == "error"
     assert url in reachable["message"]
-    assert "--upstream-url or $AKKO_LLM_UPSTREAM_URL" in reachable["hint"]
+    assert "The URL comes from --upstream-url." in reachable["hint"]
 
 
 async def test_doctor_wrong_key_exits_1(upstream, tmp_path):
@@ -114,6 +114,38 @@ async def test_doctor_wrong_key_exits_1(upstream, tmp_path):
     assert key["status"] == "error"
     assert f"the file {wrong} (--api-key-file)" in key["hint"]
     assert "sk-not-the-gateway-key" not in json.dumps(document) + stderr
+
+
+MISSING_KEY_FILE = "/nonexistent/akko-llm/api-key"
+
+
+@pytest.mark.parametrize(
+    ("flags", "variables", "named_file"),
+    [
+        (
+            ["--api-key-file", MISSING_KEY_FILE],
+            {},
+            f"{MISSING_KEY_FILE} (--api-key-file)",
+        ),
+        (
+            [],
+            {"AKKO_LLM_API_KEY_FILE": MISSING_KEY_FILE},
+            f"{MISSING_KEY_FILE} ($AKKO_LLM_API_KEY_FILE)",
+        ),
+    ],
+    ids=["flag", "variable"],
+)
+async def test_key_file_error_names_source(upstream, flags, variables, named_file):
+    code, document, stderr = await doctor_json(
+        "--upstream-url", upstream.url, *flags, env=cli_environment(**variables)
+    )
+    key = checks_of(document)["key_accepted"]
+
+    assert code == 1
+    assert key["status"] == "error"
+    assert f"Cannot read the gateway key file {named_file}: " in key["message"]
+    assert "c.AkkoLLM" not in json.dumps(document)
+    assert "c.AkkoLLM" not in stderr
 
 
 async def test_doctor_no_key_configured(upstream):
@@ -213,6 +245,39 @@ async def test_doctor_invalid_url_exits_1():
     assert checks_of(document)["gateway_reachable"]["status"] == "skipped"
 
 
+@pytest.mark.parametrize(
+    ("flags", "variables", "source"),
+    [
+        (["--upstream-url", "ftp://127.0.0.1/v1"], {}, "--upstream-url"),
+        ([], {"AKKO_LLM_UPSTREAM_URL": "ftp://127.0.0.1/v1"}, "$AKKO_LLM_UPSTREAM_URL"),
+    ],
+    ids=["flag", "variable"],
+)
+async def test_doctor_invalid_url_names_source(flags, variables, source):
+    code, document, _ = await doctor_json(*flags, env=cli_environment(**variables))
+    settings = checks_of(document)["settings_valid"]
+
+    assert code == 1
+    assert settings["message"].startswith(f"{source} must start with http://")
+    assert "c.AkkoLLM" not in json.dumps(document)
+
+
+async def test_url_password_names_key_variables():
+    code, document, _ = await doctor_json(
+        "--upstream-url", "http://user:secret@127.0.0.1/v1", env=cli_environment()
+    )
+    settings = checks_of(document)["settings_valid"]
+
+    assert code == 1
+    assert settings["message"].startswith("--upstream-url must not contain a user name")
+    assert (
+        "put the gateway key in $AKKO_LLM_API_KEY, or in a file named by "
+        "--api-key-file or $AKKO_LLM_API_KEY_FILE." in settings["message"]
+    )
+    assert "c.AkkoLLM" not in json.dumps(document)
+    assert "secret" not in json.dumps(document)
+
+
 async def test_doctor_invalid_timeout_exits_2():
     code, _, stderr = await run_cli("doctor", "--timeout", "0", env=cli_environment())
 
@@ -262,6 +327,26 @@ async def test_models_refused_exits_1():
     assert "What to do:" in stderr
 
 
+@pytest.mark.parametrize("from_flag", [True, False], ids=["flag", "variable"])
+async def test_models_refused_names_url_source(from_flag):
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    if from_flag:
+        flags = ["--upstream-url", url]
+        environment = cli_environment()
+        source = "--upstream-url"
+    else:
+        flags = []
+        environment = cli_environment(AKKO_LLM_UPSTREAM_URL=url)
+        source = "$AKKO_LLM_UPSTREAM_URL"
+
+    code, _, stderr = await run_cli("models", *flags, env=environment)
+
+    assert code == 1
+    assert f"Check that the gateway is running and that {source} is right." in stderr
+    assert f"What to do: The URL comes from {source}." in stderr
+    assert "c.AkkoLLM" not in stderr
+
+
 def test_cli_imports_no_jupyter_server():
     program = (
         "import sys, akko_jupyter_llm.cli; "
@@ -298,10 +383,12 @@ def tls_gateway(jp_asyncio_loop, tmp_path):
 
 async def test_models_with_private_ca(tls_gateway):
     url, ca_file = tls_gateway
-    code, untrusted, _ = await run_cli(
+    code, untrusted, stderr = await run_cli(
         "models", "--upstream-url", url, env=cli_environment()
     )
     assert code == 1
+    assert "or of --ca-bundle or $AKKO_LLM_CA_BUNDLE." in stderr
+    assert "c.AkkoLLM" not in stderr
     code, trusted, stderr = await run_cli(
         "models", "--upstream-url", url, "--ca-bundle", str(ca_file), env=cli_environment()
     )
@@ -335,3 +422,25 @@ async def test_bad_tls_environment_is_usage_error(tls_gateway, tmp_path):
     )
     assert code == 2
     assert "missing.pem" in stderr
+
+
+@pytest.mark.parametrize("from_flag", [True, False], ids=["flag", "variable"])
+async def test_bad_ca_bundle_names_source(tmp_path, from_flag):
+    missing = str(tmp_path / "missing.pem")
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    if from_flag:
+        flags = ["--ca-bundle", missing]
+        environment = cli_environment()
+        source = "--ca-bundle"
+    else:
+        flags = []
+        environment = cli_environment(AKKO_LLM_CA_BUNDLE=missing)
+        source = "$AKKO_LLM_CA_BUNDLE"
+
+    code, _, stderr = await run_cli(
+        "doctor", "--upstream-url", url, *flags, env=environment
+    )
+
+    assert code == 2
+    assert f"akko-llm: error: {source} is {missing!r}, which cannot be loaded" in stderr
+    assert "c.AkkoLLM" not in stderr
