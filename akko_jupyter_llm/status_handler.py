@@ -10,7 +10,11 @@
   HTTP 429 until the first is done.
 
 Both respond with the report (see `diagnostics.Report.as_dict`) plus
-``endpoint``, this server's OpenAI-compatible URL, and ``cached``.
+``endpoint``, this server's OpenAI-compatible URL, and ``cached``. Errors are
+JSON in jupyter_server's shape, ``{"message", "reason"}``, which JupyterLab's
+status item shows. A request without valid credentials gets HTTP 403 with the
+reason ``not_authenticated``, and a cookie-authenticated POST without the XSRF
+token gets ``xsrf_failed``.
 """
 
 from __future__ import annotations
@@ -125,6 +129,58 @@ class StatusHandler(ExtensionHandlerMixin, APIHandler):
             return getattr(user, "username", None) or str(user)
         # A standalone server has one user, but gives each token request a new name.
         return "server-owner"
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        """Write a 403 with what to do, and other errors as jupyter_server does."""
+        exc_info = kwargs.get("exc_info")
+        rejection = self._rejection(status_code, exc_info[1] if exc_info else None)
+        if rejection is None:
+            super().write_error(status_code, **kwargs)
+            return
+        reason, message = rejection
+        self.log.warning(
+            "akko-llm status: %s %s rejected with 403 %s",
+            self.request.method,
+            self.request.path,
+            reason,
+        )
+        self.finish({"message": message, "reason": reason})
+
+    def _rejection(
+        self, status_code: int, error: BaseException | None
+    ) -> tuple[str, str] | None:
+        """Return the reason and message of a 403 this handler explains, or None.
+
+        Other errors keep jupyter_server's response. The messages end without a
+        period, because JupyterLab's status item shows them followed by ". " and
+        advice of its own.
+        """
+        if status_code != 403:
+            return None
+        detail = getattr(error, "log_message", None) or ""
+        xsrf_failed = "xsrf" in detail.lower()
+        # A request with a non-local Host header has no user either, but
+        # jupyter_server rejects it before authentication and logs why.
+        no_user = not getattr(self, "_jupyter_current_user", None) and self.check_host()
+        # A POST without credentials fails the XSRF check first, but the missing
+        # credentials are what the client must fix.
+        if no_user and (not detail or xsrf_failed):
+            return (
+                "not_authenticated",
+                "Not authenticated: the request has no valid token or session "
+                "cookie for this Jupyter server. Send a token in an "
+                "'Authorization: token <token>' header (under JupyterHub, a token "
+                "of a user allowed on this server), or log in again in the browser",
+            )
+        if xsrf_failed:
+            return (
+                "xsrf_failed",
+                f"The XSRF check failed ({detail}). A POST authenticated by the "
+                "session cookie must also send the X-XSRFToken header, as "
+                "JupyterLab's ServerConnection does. Scripts should send "
+                "'Authorization: token <token>' instead",
+            )
+        return None
 
     def _send(self, report: Report, cached: bool) -> None:
         document = report.as_dict()

@@ -14,6 +14,7 @@ import pytest
 from akko_jupyter_llm import status_handler
 from tests.conftest import GATEWAY_KEY
 from tests.diagnostics_fixtures import ScriptedUpstream, closed_port
+from tests.test_proxy_basics import _cookie_header, _login_cookies
 
 CLOSED_PORT = closed_port()
 
@@ -87,11 +88,42 @@ async def test_status_sends_key_to_gateway(proxy, upstream):
     assert upstream.count("GET", "/v1/model/info") == 1
 
 
-async def test_status_needs_authentication(proxy):
-    status, document = await get_status(proxy, auth=False)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_status_needs_authentication(proxy, upstream, method, caplog):
+    url = proxy.server_path("akko-llm/status")
+    async with proxy.session.request(method, url) as response:
+        status = response.status
+        content_type = response.headers["Content-Type"]
+        document = await response.json()
 
     assert status == 403
+    assert content_type.startswith("application/json")
+    assert document["reason"] == "not_authenticated"
+    assert document["message"].startswith("Not authenticated: ")
+    assert "'Authorization: token <token>'" in document["message"]
+    assert "log in again" in document["message"]
     assert "checks" not in document
+    assert upstream.requests == []
+    assert f"akko-llm status: {method} " in caplog.text
+    assert "rejected with 403 not_authenticated" in caplog.text
+
+
+async def test_status_cookie_post_needs_xsrf(proxy, upstream):
+    cookies = await _login_cookies(proxy)
+    url = proxy.server_path("akko-llm/status")
+    headers = {"Cookie": _cookie_header(cookies)}
+    async with proxy.session.post(url, headers=headers) as response:
+        status = response.status
+        document = await response.json()
+    headers["X-XSRFToken"] = cookies["_xsrf"]
+    async with proxy.session.post(url, headers=headers) as response:
+        status_with_xsrf = response.status
+
+    assert status == 403
+    assert document["reason"] == "xsrf_failed"
+    assert document["message"].startswith("The XSRF check failed (")
+    assert "X-XSRFToken" in document["message"]
+    assert status_with_xsrf == 200
 
 
 @pytest.mark.akko(upstream_url=f"http://127.0.0.1:{CLOSED_PORT}/v1")
@@ -136,6 +168,7 @@ async def test_status_unreadable_key_file(proxy):
     assert status == 200
     assert key["status"] == "error"
     assert "/nonexistent/akko-llm/api-key" in key["message"]
+    assert "(c.AkkoLLM.api_key_file, AKKO_LLM_API_KEY_FILE)" in key["message"]
 
 
 async def test_status_missing_default_model(proxy, upstream):
