@@ -8,8 +8,14 @@ streaming in several chunks, one embedding per input, and LiteLLM's key handling
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import socket
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import gguf
@@ -25,6 +31,7 @@ from tests.servers import process
 from tests.servers.process import ServerStartError, start_server
 from tests.upstreams.ollama import EMBEDDING_DIMENSION, REPLY_PREFIX
 
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 CLIENT_TIMEOUT_SECONDS = 30.0
 TINY_MODEL_WIDTH = 64
 MAX_TOKENS = 24
@@ -456,3 +463,112 @@ def test_start_server_retries_taken_port(tmp_path: Path, monkeypatch: pytest.Mon
 
     assert server.port != taken_port
     assert server.process.returncode is not None
+
+
+def http_server_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+
+
+# A stand-in for the pytest process: it starts a server, prints the server's PID and waits
+# to be killed.
+PARENT_PROGRAM = """
+import sys
+from pathlib import Path
+
+from tests.servers.process import start_server
+
+
+def command(port):
+    return [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+
+
+log_path, directory = Path(sys.argv[1]), Path(sys.argv[2])
+server = start_server("http.server", command, "/", log_path, cwd=directory)
+print(server.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def process_start_time(pid: int) -> str | None:
+    """Return the start time of a running process from /proc, or None when it has exited.
+
+    A zombie, which has exited but is not yet reaped by its new parent, counts as exited.
+    The start time distinguishes the process from a later one that reuses its PID.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The fields after the command name, which is in parentheses: state first, start
+    # time 20th.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    state, start_time = fields[0], fields[19]
+    return None if state in ("Z", "X") else start_time
+
+
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """Return the next line of the process's stdout, or '' after ``timeout`` seconds."""
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline() if ready else ""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG exists only on Linux"
+)
+def test_server_stops_when_parent_killed(tmp_path: Path):
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT_PROGRAM, str(tmp_path / "http.log"), str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPOSITORY_ROOT,
+    )
+    server_pid = None
+    started = None
+    try:
+        line = read_line(parent, timeout=30)
+        assert line.strip().isdigit(), f"the parent printed {line!r}, not the server's PID"
+        server_pid = int(line)
+        started = process_start_time(server_pid)
+        server_group = os.getpgid(server_pid)
+
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while process_start_time(server_pid) == started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        still_running = process_start_time(server_pid) == started
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=10)
+        # A server that outlived its parent is stopped here, with its process group.
+        if server_pid is not None and process_start_time(server_pid) == started:
+            os.killpg(server_pid, signal.SIGKILL)
+
+    assert started is not None
+    assert server_group == server_pid
+    assert not still_running, f"server pid {server_pid} runs 5 s after its parent died"
+
+
+def test_server_outlives_starting_thread(tmp_path: Path):
+    servers = []
+
+    def start() -> None:
+        log_path = tmp_path / "http.log"
+        server = start_server("http.server", http_server_command, "/", log_path, cwd=tmp_path)
+        servers.append(server)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join(timeout=60)
+    assert len(servers) == 1, "start_server failed in the thread"
+    server = servers[0]
+    try:
+        # A parent-death signal tied to the finished thread would arrive by now.
+        time.sleep(0.5)
+        running = server.is_running()
+    finally:
+        server.stop(timeout=5)
+
+    assert running

@@ -7,16 +7,24 @@ still alive, and if the child exits it raises ``ServerStartError`` with the tail
 started itself stop with it. The child runs in a new session, which makes the group id the
 child's PID. The signals are SIGTERM first and SIGKILL after a timeout.
 Servers still running when the interpreter exits are stopped by an ``atexit`` handler.
+
+A test process killed with SIGKILL runs no ``atexit`` handler, and the new session keeps
+the terminal's Ctrl-C from reaching the servers. On Linux each child therefore requests
+SIGTERM from the kernel for when its parent dies (``prctl(PR_SET_PDEATHSIG)``). That signal
+reaches the server process only: the processes it started stop only if the server stops them.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +39,22 @@ LOG_TAIL_LINES = 40
 # Readiness checks must reach the child directly, never through a proxy from the environment.
 _DIRECT_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _running_servers: set[ServerProcess] = set()
+
+# The prctl(2) option that sets the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """Return the C library's prctl, or None where there is none (outside Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_prctl = _load_prctl()
 
 
 class ServerStartError(RuntimeError):
@@ -56,6 +80,39 @@ def read_log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError as error:
         return f"(log {log_path} could not be read: {error})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """Return a ``preexec_fn`` that makes the child get SIGTERM when this process dies.
+
+    Returns None outside Linux and outside the main thread. The kernel sends the signal
+    when the thread that forked the child exits, not when the whole process does. Only the
+    main thread lives as long as the test process, so a server started from another thread
+    would be stopped when that thread ends.
+    """
+    if _prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent_pid = os.getpid()
+    # prctl is variadic and reads unsigned longs. The arguments are built here, so that
+    # the child does little more than two system calls between fork and exec.
+    # NOTE: the subprocess documentation calls preexec_fn unsafe when the parent has
+    # threads, because the child may wait for a lock that another thread held at the fork.
+    unused = ctypes.c_ulong(0)
+    arguments = (
+        ctypes.c_int(_PR_SET_PDEATHSIG),
+        ctypes.c_ulong(signal.SIGTERM),
+        unused,
+        unused,
+        unused,
+    )
+
+    def set_parent_death_signal() -> None:
+        _prctl(*arguments)
+        # A parent that died before prctl ran sends no signal, so the child stops here.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return set_parent_death_signal
 
 
 class ServerProcess:
@@ -182,6 +239,13 @@ def start_server(
         existing = child_env.get(variable, "")
         child_env[variable] = ",".join(filter(None, [existing, HOST, "localhost"]))
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    preexec_fn = _parent_death_signal()
+    if preexec_fn is None and _prctl is not None:
+        logger.warning(
+            "%s was started outside the main thread, so it keeps running if this process "
+            "is killed before it stops the server",
+            name,
+        )
 
     for attempt in range(1, port_attempts + 1):
         port = find_free_port()
@@ -195,6 +259,7 @@ def start_server(
                 env=child_env,
                 cwd=cwd,
                 start_new_session=True,
+                preexec_fn=preexec_fn,
             )
         server = ServerProcess(name, process, port, log_path)
         _running_servers.add(server)
