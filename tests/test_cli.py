@@ -327,17 +327,22 @@ async def test_models_refused_exits_1():
     assert "What to do:" in stderr
 
 
+
+def flag_or_variable(
+    from_flag: bool, flag: str, variable: str, value: str
+) -> tuple[list[str], dict[str, str], str]:
+    """Return the flags, the environment and the name a message should show for ``value``."""
+    if from_flag:
+        return [flag, value], cli_environment(), flag
+    return [], cli_environment(**{variable: value}), f"${variable}"
+
+
 @pytest.mark.parametrize("from_flag", [True, False], ids=["flag", "variable"])
 async def test_models_refused_names_url_source(from_flag):
     url = f"http://127.0.0.1:{closed_port()}/v1"
-    if from_flag:
-        flags = ["--upstream-url", url]
-        environment = cli_environment()
-        source = "--upstream-url"
-    else:
-        flags = []
-        environment = cli_environment(AKKO_LLM_UPSTREAM_URL=url)
-        source = "$AKKO_LLM_UPSTREAM_URL"
+    flags, environment, source = flag_or_variable(
+        from_flag, "--upstream-url", "AKKO_LLM_UPSTREAM_URL", url
+    )
 
     code, _, stderr = await run_cli("models", *flags, env=environment)
 
@@ -428,14 +433,9 @@ async def test_bad_tls_environment_is_usage_error(tls_gateway, tmp_path):
 async def test_bad_ca_bundle_names_source(tmp_path, from_flag):
     missing = str(tmp_path / "missing.pem")
     url = f"http://127.0.0.1:{closed_port()}/v1"
-    if from_flag:
-        flags = ["--ca-bundle", missing]
-        environment = cli_environment()
-        source = "--ca-bundle"
-    else:
-        flags = []
-        environment = cli_environment(AKKO_LLM_CA_BUNDLE=missing)
-        source = "$AKKO_LLM_CA_BUNDLE"
+    flags, environment, source = flag_or_variable(
+        from_flag, "--ca-bundle", "AKKO_LLM_CA_BUNDLE", missing
+    )
 
     code, _, stderr = await run_cli(
         "doctor", "--upstream-url", url, *flags, env=environment
