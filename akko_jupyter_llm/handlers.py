@@ -67,6 +67,9 @@ _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # anyway; events are normally a few hundred bytes.
 MAX_PENDING_EVENT_BYTES = 1024 * 1024
 
+# The blank lines that end a server-sent event.
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
 # Largest part of an upstream error body kept for the log.
 MAX_LOGGED_BODY = 500
 
@@ -94,6 +97,9 @@ def _complete_events_end(data: bytes, event_stream: bool) -> int:
     """
     if not event_stream:
         return data.rfind(b"\n") + 1
+    if data.endswith(_EVENT_ENDS):
+        # The usual case: the upstream sends whole events.
+        return len(data)
     return max(
         data.rfind(b"\n\n") + 2 if b"\n\n" in data else 0,
         data.rfind(b"\r\n\r\n") + 4 if b"\r\n\r\n" in data else 0,

@@ -8,6 +8,10 @@ import json
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from akko_jupyter_llm.handlers import _complete_events_end
 
 CHAT = "chat/completions"
 
@@ -190,7 +194,7 @@ async def test_server_responsive_during_streams(proxy, upstream):
 
 
 async def test_slow_reader_holds_back_the_upstream(proxy, upstream):
-    """A client that stops reading stops the upstream too; events do not pile up in memory."""
+    """A client that stops reading stops the upstream too, so events do not pile up in memory."""
     events, size = 1600, 32 * 1024
     body = chat_body(chunks=events, padding=size, seed="slow")
     async with proxy.request("POST", CHAT, json=body) as response:
@@ -206,3 +210,17 @@ async def test_slow_reader_holds_back_the_upstream(proxy, upstream):
     # The socket buffers on both sides of the proxy hold some events (about
     # 12 MB in a test on Linux 6.18). The rest must wait for the client.
     assert sent_while_paused < events // 2, sent_while_paused
+
+
+EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40).map(lambda raw: bytes(b"a:\r\n"[byte % 4] for byte in raw)))
+def test_complete_events_prefix(data):
+    """The relayed part ends at the last blank line, and the held-back part has none."""
+    end = _complete_events_end(data, event_stream=True)
+    sent, pending = data[:end], data[end:]
+    if end:
+        assert sent.endswith(EVENT_ENDS)
+    assert not any(boundary in pending for boundary in EVENT_ENDS)
