@@ -138,8 +138,13 @@ def start_jupyter(
     upstream_url: str,
     extensions: dict[str, bool],
     client_variant: str | None = None,
+    package_dir: Path = REPOSITORY,
 ) -> ServerProcess:
-    """Start a Jupyter server with the given extensions switched on or off."""
+    """Start a Jupyter server with the given extensions switched on or off.
+
+    ``package_dir`` is the directory that contains the ``akko_jupyter_llm`` to load,
+    this repository unless another checkout is compared.
+    """
     server_dir = work_dir / name
     root_dir = server_dir / "root"
     root_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +156,8 @@ def start_jupyter(
         "JUPYTER_CONFIG_DIR": str(server_dir / "config"),
         "JUPYTER_RUNTIME_DIR": str(server_dir / "runtime"),
         "JUPYTER_DATA_DIR": str(server_dir / "data"),
-        "PYTHONPATH": str(REPOSITORY),
+        # The server starts in package_dir, whose package comes first on sys.path.
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(package_dir), str(REPOSITORY)])),
         "AKKO_LLM_API_KEY": None,
         "AKKO_LLM_API_KEY_FILE": None,
         "AKKO_BENCH_CLIENT": client_variant,
@@ -171,7 +177,7 @@ def start_jupyter(
         "/api/status?token=" + token,
         server_dir / "server.log",
         env=environment,
-        cwd=REPOSITORY,
+        cwd=package_dir,
         timeout=90,
     )
 
@@ -254,7 +260,7 @@ def wrk_script(work_dir: Path, path: Endpoint) -> Path:
     ]
     for name, value in path.headers.items():
         lines.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
-    script = work_dir / f"wrk-{path.name}.lua"
+    script = work_dir / f"wrk-{re.sub(r'[^A-Za-z0-9_.-]', '_', path.name)}.lua"
     script.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return script
 
@@ -588,6 +594,11 @@ def main() -> None:
         "--no-litellm", action="store_true", help="skip LiteLLM (it needs 400 MB and 11 s)"
     )
     parser.add_argument(
+        "--compare-with", type=Path, metavar="DIR",
+        help="another checkout of this repository, measured as a further path "
+        "named after DIR's last part, for example a worktree of the previous commit",
+    )
+    parser.add_argument(
         "--clients", default="",
         help="comma-separated upstream client variants to add as paths: "
         + ", ".join(CLIENT_VARIANTS),
@@ -600,13 +611,20 @@ def main() -> None:
     unknown = set(variants) - set(CLIENT_VARIANTS)
     if unknown:
         sys.exit(f"unknown client variants {sorted(unknown)}; known: {CLIENT_VARIANTS}")
+    if args.compare_with and not (args.compare_with / "akko_jupyter_llm").is_dir():
+        sys.exit(
+            f"--compare-with {args.compare_with}: no akko_jupyter_llm package in it; "
+            "give the root of a checkout, for example from 'git worktree add'"
+        )
 
     started = time.monotonic()
     servers: list[ServerProcess] = []
     with tempfile.TemporaryDirectory(prefix="akko-bench-") as temporary:
         work_dir = Path(temporary)
         try:
-            paths = start_paths(work_dir, profile, variants, not args.no_litellm, servers)
+            paths = start_paths(
+                work_dir, profile, variants, not args.no_litellm, servers, args.compare_with
+            )
             print(f"servers ready after {time.monotonic() - started:.0f} s", flush=True)
             for path in paths:  # Warm-up: connections, imports, caches.
                 run_wrk(wrk_script(work_dir, path), path.chat_url(), 16, 1, path.process.pid)
@@ -640,6 +658,7 @@ def start_paths(
     variants: list[str],
     with_litellm: bool,
     servers: list[ServerProcess],
+    compare_with: Path | None = None,
 ) -> list[Endpoint]:
     """Start every server and return the paths in the order they are measured."""
     upstream = start_upstream(work_dir, profile.gap_ms)
@@ -657,6 +676,19 @@ def start_paths(
     paths.append(
         Endpoint("akko", f"{akko.url}/akko-llm", token_header, akko, f"{akko.url}/api/status")
     )
+    if compare_with is not None:
+        other = start_jupyter(
+            "akko-compared", work_dir, token, upstream_url,
+            {"akko_jupyter_llm": True, "jupyter_server_proxy": False},
+            package_dir=compare_with.resolve(),
+        )
+        servers.append(other)
+        paths.append(
+            Endpoint(
+                f"akko ({compare_with.name})", f"{other.url}/akko-llm", token_header, other,
+                f"{other.url}/api/status",
+            )
+        )
     for variant in variants:
         server = start_jupyter(
             f"akko-{variant}", work_dir, token, upstream_url,
