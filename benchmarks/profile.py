@@ -62,6 +62,35 @@ def summarize_stacks(collapsed: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+# Packages that samples are counted under, by the innermost frame that is in one of
+# them. The first name found in a frame's path wins, so tornado/platform/asyncio.py
+# counts as Tornado.
+PACKAGES = (
+    "akko_jupyter_llm", "jupyter_server", "tornado", "aiohttp", "asyncio", "selectors",
+    "http/cookies", "logging",
+)
+
+
+def summarize_packages(collapsed: Path) -> str:
+    """Return the share of the event loop's samples per package of the innermost frame."""
+    shares: collections.Counter[str] = collections.Counter()
+    for line in collapsed.read_text(encoding="utf-8").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or "_run_once" not in stack:
+            continue  # Not the event loop: the interpreter's start or an idle thread.
+        package = "other"
+        for frame in reversed(stack.split(";")):
+            location = frame.partition(" (")[2]
+            package = next((name for name in PACKAGES if name in location), "")
+            if package:
+                break
+        shares[package or "other"] += int(count_text)
+    total = sum(shares.values())
+    lines = [f"by package ({total} samples in the event loop):"]
+    lines += [f"  {count / total:6.1%}  {name}" for name, count in shares.most_common()]
+    return "\n".join(lines)
+
+
 def _short_frame(frame: str) -> str:
     """Shorten ``function (/long/path/site-packages/pkg/mod.py:12)`` to ``function (pkg/mod.py)``."""
     name, _, location = frame.partition(" (")
@@ -118,6 +147,7 @@ def main() -> None:
             profiler.wait()
             print(f"== plain requests, concurrency 16: {result['requests_per_second']:.0f} req/s")
             print(summarize_stacks(collapsed, args.top), flush=True)
+            print(summarize_packages(collapsed), flush=True)
 
             collapsed = args.output / "streams-200.txt"
             profiler = record(server.pid, args.seconds, collapsed)
@@ -132,6 +162,7 @@ def main() -> None:
             client.join()
             print(f"\n== 200 concurrent streams: {streams.get('intact')} intact")
             print(summarize_stacks(collapsed, args.top))
+            print(summarize_packages(collapsed))
         finally:
             server.stop()
             upstream.stop()
