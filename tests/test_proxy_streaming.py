@@ -193,8 +193,13 @@ async def test_server_responsive_during_streams(proxy, upstream):
     assert max(latencies) < 0.5, latencies
 
 
+@pytest.mark.akko(idle_timeout=0.5)
 async def test_slow_reader_holds_back_the_upstream(proxy, upstream):
-    """A client that stops reading stops the upstream too, so events do not pile up in memory."""
+    """A client that stops reading stops the upstream too, so events do not pile up in memory.
+
+    The pause is longer than the idle timeout: time spent waiting for the
+    client does not count as the upstream being idle.
+    """
     events, size = 1600, 32 * 1024
     body = chat_body(chunks=events, padding=size, seed="slow")
     async with proxy.request("POST", CHAT, json=body) as response:
@@ -205,7 +210,9 @@ async def test_slow_reader_holds_back_the_upstream(proxy, upstream):
         await asyncio.sleep(1.0)
         sent_while_paused = upstream.requests[0].events_sent
         raw = first + await response.read()
-    contents = [json.loads(event)["choices"][0]["delta"]["content"] for event in parse_events(raw)[:-1]]
+    events_received = parse_events(raw)
+    assert events_received[-1] == "[DONE]"
+    contents = [json.loads(event)["choices"][0]["delta"]["content"] for event in events_received[:-1]]
     assert len(contents) == events
     # The socket buffers on both sides of the proxy hold some events (about
     # 12 MB in a test on Linux 6.18). The rest must wait for the client.
