@@ -754,11 +754,18 @@ class GatewayDiagnostics:
                 for event in events:
                     timing.add_event(event, self._scrub)
         except ProxyError as error:
-            raise _CheckFailed(
-                f"The live test stream from {redact_url(self.upstream_url)} failed: "
-                f"{self._scrub(error.message)}",
-                _slow_hint(),
-            ) from None
+            if error.code == "upstream_timeout":
+                # The live test has its own limit, not c.AkkoLLM.idle_timeout.
+                message = (
+                    f"The live test stream from {redact_url(self.upstream_url)} "
+                    f"stopped: nothing arrived for {self.live_timeout:g} s."
+                )
+            else:
+                message = (
+                    f"The live test stream from {redact_url(self.upstream_url)} "
+                    f"failed: {self._scrub(error.message)}"
+                )
+            raise _CheckFailed(message, _slow_hint()) from None
         finally:
             response.close()
         return timing

@@ -8,10 +8,15 @@ replaced for this module).
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
 from akko_jupyter_llm import status_handler
+from akko_jupyter_llm.config import ProxySettings
+from akko_jupyter_llm.credentials import GatewayKey
+from akko_jupyter_llm.defaults import read_default_models
+from akko_jupyter_llm.diagnostics import GatewayDiagnostics
 from tests.conftest import GATEWAY_KEY
 from tests.diagnostics_fixtures import ScriptedUpstream, closed_port
 from tests.test_proxy_basics import _cookie_header, _login_cookies
@@ -378,3 +383,37 @@ async def test_live_one_at_a_time(proxy, upstream):
     assert "already running" in second["message"]
     assert third_status == 200
     assert upstream.count("POST", "/v1/chat/completions") == 2
+
+
+async def test_live_stream_stall_names_live_limit(upstream):
+    """A stream that stops mid-way is reported against the live test's own limit."""
+    upstream.control = {"chunks": 3, "gap": 2.0}
+    settings = ProxySettings(
+        upstream_url=upstream.url,
+        connect_timeout=5,
+        first_byte_timeout=600,
+        idle_timeout=600,
+        max_body_size=0,
+        max_concurrent_requests=0,
+    )
+    log = logging.getLogger("akko-test-diagnostics")
+    diagnostics = GatewayDiagnostics(
+        settings,
+        GatewayKey(GATEWAY_KEY, "", log),
+        read_default_models({"JUPYTER_AI_DEFAULT_MODEL": "akko:qwen2.5:3b"}),
+        log,
+        timeout=0.5,
+        live_timeout=0.5,
+    )
+    try:
+        report = await diagnostics.run(live=True)
+    finally:
+        await diagnostics.close()
+    live = {check.name: check for check in report.checks}["live_test"]
+
+    assert live.status == "error"
+    assert live.message == (
+        f"The live test stream from {upstream.url} stopped: nothing arrived for 0.5 s."
+    )
+    assert "idle_timeout" not in live.message
+    assert "CPU" in live.hint
