@@ -112,7 +112,8 @@ def check_ca_bundle(path: str) -> str | None:
         return (
             f"{setting_name('ca_bundle')} is {path!r}, which cannot be loaded as "
             f"PEM certificates: {reason}. Mount the CA certificate of the "
-            "gateway at that path, or unset the setting to use the system's CAs."
+            f"gateway at that path, or leave {setting_name('ca_bundle')} empty to "
+            "use the system's CAs."
         )
     return None
 

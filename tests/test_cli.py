@@ -443,4 +443,5 @@ async def test_bad_ca_bundle_names_source(tmp_path, from_flag):
 
     assert code == 2
     assert f"akko-llm: error: {source} is {missing!r}, which cannot be loaded" in stderr
+    assert f"or leave {source} empty to use the system's CAs" in stderr
     assert "c.AkkoLLM" not in stderr
