@@ -239,7 +239,7 @@ class UpstreamClient:
             502,
             f"TLS with the model gateway at {self.base_url} failed: {error}. "
             f"Check {setting_name('upstream_url')}, and that the gateway's "
-            "certificate is signed by a CA of this server's system or of "
+            "certificate is signed by a CA that this machine trusts or by the one in "
             f"{setting_name('ca_bundle')}.",
             code="upstream_tls_error",
         )

@@ -392,7 +392,7 @@ async def test_models_with_private_ca(tls_gateway):
         "models", "--upstream-url", url, env=cli_environment()
     )
     assert code == 1
-    assert "or of --ca-bundle or $AKKO_LLM_CA_BUNDLE." in stderr
+    assert "or by the one in --ca-bundle or $AKKO_LLM_CA_BUNDLE." in stderr
     assert "c.AkkoLLM" not in stderr
     code, trusted, stderr = await run_cli(
         "models", "--upstream-url", url, "--ca-bundle", str(ca_file), env=cli_environment()

@@ -65,6 +65,7 @@ async def test_verified_by_default(proxy, https_upstream):
     assert "certificate verify failed" in error["message"]
     assert "c.AkkoLLM.ca_bundle" in error["message"]
     assert "AKKO_LLM_CA_BUNDLE" in error["message"]
+    assert "signed by a CA that this machine trusts" in error["message"]
     # The key never reached a server whose certificate was not trusted.
     assert https_upstream.authorization_seen == []
 
