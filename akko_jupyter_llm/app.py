@@ -274,17 +274,26 @@ class AkkoLLM(ExtensionApp):
         if problems:
             # The settings in effect are stand-ins; logging them would mislead.
             self.log.error(
-                "akko-llm %s: %sakko-llm/v1 answers HTTP 503 until the %d problems "
-                "above are fixed and the server is restarted",
+                "akko-llm %s: %sakko-llm/v1 answers HTTP 503 until the %d "
+                "'misconfigured' problems above are fixed and the server is restarted",
                 __version__,
                 self.serverapp.base_url,
                 len(problems),
             )
         else:
+            body_limit = (
+                f"max body {settings.max_body_size} bytes"
+                if settings.max_body_size > 0
+                else "no body size limit"
+            )
+            request_limit = (
+                f"max {settings.max_concurrent_requests} requests per user"
+                if settings.max_concurrent_requests > 0
+                else "no per-user request limit"
+            )
             self.log.info(
                 "akko-llm %s: proxying %sakko-llm/v1 to %s (key from %s; timeouts: "
-                "connect %gs, first byte %gs, idle %gs; max body %d bytes; max %d "
-                "requests per user) in %.1f ms",
+                "connect %gs, first byte %gs, idle %gs; %s; %s) in %.1f ms",
                 __version__,
                 self.serverapp.base_url,
                 redact_url(settings.upstream_url),
@@ -292,8 +301,8 @@ class AkkoLLM(ExtensionApp):
                 settings.connect_timeout,
                 settings.first_byte_timeout,
                 settings.idle_timeout,
-                settings.max_body_size,
-                settings.max_concurrent_requests,
+                body_limit,
+                request_limit,
                 (time.perf_counter() - started) * 1000,
             )
         # jupyter-ai's default models; None when jupyter-ai is not enabled.
@@ -320,7 +329,9 @@ class AkkoLLM(ExtensionApp):
             self.jupyter_ai3.start()
 
     def initialize_handlers(self) -> None:
-        self.handlers.append((r"/akko-llm/v1/(.*)", ProxyHandler))
+        # Also /akko-llm/v1 itself, so that a client that sends a request to
+        # the base URL gets a JSON error that explains it.
+        self.handlers.append((r"/akko-llm/v1(?:/(.*))?", ProxyHandler))
         self.handlers.append((r"/akko-llm/status", StatusHandler))
 
     async def stop_extension(self) -> None:

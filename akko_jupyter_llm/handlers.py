@@ -70,6 +70,13 @@ MAX_PENDING_EVENT_BYTES = 1024 * 1024
 # The blank lines that end a server-sent event.
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
+# Largest non-stream response body held in memory before it is passed on in
+# parts. Chat and embeddings responses are far smaller.
+MAX_BUFFERED_BODY = 1024 * 1024
+
+# Largest upstream error body read; a longer one is cut there.
+MAX_ERROR_BODY = 1024 * 1024
+
 # Largest part of an upstream error body kept for the log.
 MAX_LOGGED_BODY = 500
 
@@ -160,6 +167,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         self._body_chunks: list[bytes] = []
         self._body_size = 0
         self._body_error: ProxyError | None = None
+        self._body_over_limit = False
         self._slot_user: str | None = None
         self._forwarding_task: asyncio.Task | None = None
         self._client_gone = False
@@ -218,6 +226,14 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
     def _match_route(self):
         prefix = self.base_url.rstrip("/") + "/akko-llm/v1/"
         raw_path = self.request.path
+        if raw_path == prefix[:-1]:
+            raise ProxyError(
+                404,
+                f"{raw_path} is the base URL for OpenAI clients, not a route. "
+                f"Add the route to it, for example {prefix}models. This endpoint "
+                f"forwards only: {allowed_routes_text()}.",
+                code="route_not_found",
+            )
         if not raw_path.startswith(prefix):
             raise ProxyError(
                 404,
@@ -286,11 +302,16 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
-        if self._body_error is not None or self._early_error is not None:
+        if (
+            self._body_error is not None
+            or self._body_over_limit
+            or self._early_error is not None
+        ):
             return
         limit = self.state.settings.max_body_size
         if limit and self._body_size > limit:
-            self._body_error = self._too_large_error(self._body_size)
+            # The error is built in post(), once the whole body has been counted.
+            self._body_over_limit = True
             self._body_chunks = []
             return
         self._body_chunks.append(chunk)
@@ -311,6 +332,8 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             raise self._early_error
         if self._body_error is not None:
             raise self._body_error
+        if self._body_over_limit:
+            raise self._too_large_error(self._body_size)
         body = b"".join(self._body_chunks)
         self._body_chunks = []
         self._check_content_type()
@@ -506,15 +529,74 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
     async def _relay_body(
         self, response: aiohttp.ClientResponse, content_type: str
     ) -> None:
-        payload = await self.state.client.read_body(response)
+        """Relay a response that is not a stream, with its status."""
         status = response.status
+        if 300 <= status < 400:
+            raise self._redirect_error(response)
         if status >= 400:
+            payload = await self.state.client.read_body(response, MAX_ERROR_BODY)
             # Some gateways quote the key they were sent in their error.
             payload = self._scrub_bytes(payload)
             self._check_upstream_error(status, payload, content_type)
+            self.set_status(status, reason=response.reason or None)
+            self._copy_response_headers(response)
+            self.finish(payload, set_content_type=content_type or "application/json")
+            return
+
         self.set_status(status, reason=response.reason or None)
         self._copy_response_headers(response)
-        self.finish(payload, set_content_type=content_type or "application/json")
+        # A body up to MAX_BUFFERED_BODY goes out in one piece with its length.
+        # A larger one is passed on as it arrives, so that it never sits whole
+        # in this server's memory.
+        buffered = 0
+        connection_stream = getattr(self.request.connection, "stream", None)
+        try:
+            async for chunk in self.state.client.iter_body(response):
+                self.write(chunk)
+                buffered += len(chunk)
+                if buffered >= MAX_BUFFERED_BODY:
+                    buffered = 0
+                    flushed = self.flush()
+                    if connection_stream is None or connection_stream.writing():
+                        await flushed
+        except ProxyError as error:
+            if not self._headers_written:
+                raise
+            # Finishing now would end the body as if it were complete. Closing
+            # the connection instead shows the client that it is cut short.
+            self.log.warning(
+                "akko-llm %s: response body for %s failed after it started: %s",
+                self._request_id,
+                self._user_name(),
+                error.message,
+            )
+            self.request.connection.close()
+            return
+        self.finish(set_content_type=content_type or "application/json")
+
+    def _redirect_error(self, response: aiohttp.ClientResponse) -> ProxyError:
+        """Explain an upstream redirect, which the proxy does not follow."""
+        location = self._scrub(response.headers.get("Location", ""))[:200]
+        target = f" to {location!r}" if location else ""
+        self.log.warning(
+            "akko-llm %s: the gateway %s redirected %s %s%s",
+            self._request_id,
+            self.state.client.base_url,
+            self.request.method,
+            self.route.name,
+            target,
+        )
+        return ProxyError(
+            502,
+            f"The model gateway at {self.state.client.base_url} answered "
+            f"{self.request.method} {self.route.name} with a redirect (HTTP "
+            f"{response.status}){target}. The proxy does not follow redirects, "
+            "because the gateway key would go along. A redirect usually means "
+            f"that {setting_name('upstream_url')} uses http:// where the gateway "
+            "wants https://, or lacks the /v1 path; ask the platform admin to "
+            "set it to the address the redirect names.",
+            code="upstream_redirect",
+        )
 
     def _check_upstream_error(self, status: int, payload: bytes, content_type: str) -> None:
         """Translate the upstream errors that are this server's problem; pass the rest."""
@@ -687,6 +769,17 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
                 "kernels should send 'Authorization: token <token>' instead.",
                 code="xsrf_failed",
             )
+        if status_code == 403 and not self.check_host():
+            # jupyter_server rejects a Host header it does not know before it
+            # authenticates, to stop DNS rebinding (it logs the host as well).
+            return ProxyError(
+                403,
+                f"This Jupyter server does not accept the Host header "
+                f"{self.request.host[:100]!r}. Reach it by the address it listens "
+                "on (for example 127.0.0.1 or localhost), or ask the admin to add "
+                "the name to c.ServerApp.local_hostnames.",
+                code="host_not_allowed",
+            )
         if status_code == 403:
             return ProxyError(
                 403,
@@ -695,6 +788,18 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
                 "the session cookie with an X-XSRFToken header. In a notebook, "
                 "akko_jupyter_llm.openai_client() does this for you.",
                 code="not_authenticated",
+            )
+        if status_code == 404 and not self.check_origin():
+            # jupyter_server rejects a cross-origin API request with a 404.
+            origin = self.request.headers.get("Origin", "")[:100]
+            return ProxyError(
+                404,
+                f"Cross-origin request from {origin!r} blocked: this Jupyter "
+                "server accepts API requests only from its own pages. Send the "
+                "request from JupyterLab, or from a script or kernel (without an "
+                "Origin header), or ask the admin to allow the origin with "
+                "c.ServerApp.allow_origin.",
+                code="origin_not_allowed",
             )
         if status_code == 404:
             return ProxyError(404, "Not found.", code="route_not_found")

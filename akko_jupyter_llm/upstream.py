@@ -18,7 +18,9 @@ of a message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -213,10 +215,23 @@ class UpstreamClient:
         finally:
             timer.cancel()
 
-    async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
-        """Read the whole response body, with the idle timeout between chunks."""
-        chunks = [chunk async for chunk in self.iter_body(response)]
-        return b"".join(chunks)
+    async def read_body(
+        self, response: aiohttp.ClientResponse, limit: int | None = None
+    ) -> bytes:
+        """Read the response body, with the idle timeout between chunks.
+
+        With ``limit``, reading stops once that many bytes have arrived, and
+        the body is cut there.
+        """
+        chunks = []
+        size = 0
+        async with contextlib.aclosing(self.iter_body(response)) as body:
+            async for chunk in body:
+                chunks.append(chunk)
+                size += len(chunk)
+                if limit is not None and size >= limit:
+                    break
+        return b"".join(chunks)[:limit]
 
     def _idle_timeout_error(self) -> ProxyError:
         return self._timeout_error(
@@ -235,6 +250,16 @@ class UpstreamClient:
         )
 
     def _tls_error(self, error: BaseException) -> ProxyError:
+        if "WRONG_VERSION_NUMBER" in str(error):
+            # OpenSSL's error when the other side responds in plain text.
+            return ProxyError(
+                502,
+                f"TLS with the model gateway at {self.base_url} failed: the port "
+                "answered without TLS, so it probably serves plain HTTP. Check "
+                f"{setting_name('upstream_url')}: use http:// for that port, or "
+                "the port where the gateway serves HTTPS.",
+                code="upstream_tls_error",
+            )
         return ProxyError(
             502,
             f"TLS with the model gateway at {self.base_url} failed: {error}. "
@@ -261,7 +286,12 @@ class UpstreamClient:
                 code="upstream_unreachable",
             )
         if isinstance(error, aiohttp.ClientConnectorError):
-            reason = error.os_error.strerror or str(error.os_error)
+            os_error = error.os_error
+            # asyncio replaces strerror with "Connect call failed (address)".
+            if os_error.errno:
+                reason = os.strerror(os_error.errno)
+            else:
+                reason = os_error.strerror or str(os_error)
             return ProxyError(
                 502,
                 f"Cannot connect to the model gateway at {self.base_url}: {reason}. "

@@ -130,6 +130,23 @@ async def test_plain_request_fault(proxy, faulty_upstream, resources, fault, sta
     await _after_fault(proxy, faulty_upstream, resources, connections)
 
 
+async def test_large_body_cut_off_is_not_complete(proxy, faulty_upstream, resources, caplog):
+    """A body already being passed on when the upstream fails must not end as if whole."""
+    import aiohttp
+
+    connections = await _warm_up(proxy, faulty_upstream, resources)
+
+    faulty_upstream.fault = "truncated_large_body"
+    async with proxy.request("POST", CHAT, json=chat_body()) as response:
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    assert "response body for" in caplog.text
+    assert "failed after it started" in caplog.text
+
+    await _after_fault(proxy, faulty_upstream, resources, connections)
+
+
 @pytest.mark.parametrize(
     "fault, code, setting",
     [

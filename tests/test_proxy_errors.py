@@ -11,7 +11,9 @@ import socket
 import pytest
 
 from tests.conftest import GATEWAY_KEY, apply_akko_marker
+from tests.test_proxy_basics import _cookie_header, _login_cookies
 from tests.upstreams.https import start_https_upstream
+from tests.upstreams.openai_compat import padding_text
 
 CHAT = "chat/completions"
 
@@ -42,7 +44,7 @@ async def test_refused_upstream_is_502(proxy, caplog):
         assert response.status == 502
         error = await error_of(response)
     assert error["code"] == "upstream_unreachable"
-    assert f"http://127.0.0.1:{CLOSED_PORT}/v1" in error["message"]
+    assert f"http://127.0.0.1:{CLOSED_PORT}/v1: Connection refused." in error["message"]
     assert "c.AkkoLLM.upstream_url" in error["message"]
     assert "AKKO_LLM_UPSTREAM_URL" in error["message"]
     assert GATEWAY_KEY not in caplog.text
@@ -207,6 +209,7 @@ async def test_body_over_limit_is_413(proxy, upstream, chunked):
         assert response.status == 413
         error = await error_of(response)
     assert error["code"] == "request_too_large"
+    assert f"The request body is {len(raw)} bytes" in error["message"]
     assert "1048576 bytes" in error["message"]
     assert "c.AkkoLLM.max_body_size" in error["message"]
     assert upstream.requests == []
@@ -363,4 +366,87 @@ async def test_unknown_method_is_openai_error(proxy, upstream):
         error = await error_of(response)
     assert error["type"] == "invalid_request_error"
     assert "GET models" in error["message"]
+    assert upstream.requests == []
+
+
+class TestHttpsToPlainPort:
+    """An https:// upstream URL that names a port serving plain HTTP."""
+
+    @pytest.fixture
+    def akko_settings(self, akko_settings, upstream):
+        return dict(akko_settings, upstream_url=upstream.url.replace("http://", "https://"))
+
+    async def test_plain_http_port_named(self, proxy, upstream):
+        async with proxy.request("GET", "models") as response:
+            assert response.status == 502
+            error = await error_of(response)
+        assert error["code"] == "upstream_tls_error"
+        assert "the port answered without TLS" in error["message"]
+        assert "use http:// for that port" in error["message"]
+        assert upstream.requests == []
+
+
+async def test_upstream_redirect_is_502(proxy, upstream):
+    """The proxy follows no redirect, which would take the key along, and explains why."""
+    control = {
+        "status": 302, "raw_body": "", "content_type": "text/plain",
+        "location": "https://gateway.test/v1/chat/completions",
+    }
+    async with proxy.request("POST", CHAT, json=chat_body(**control)) as response:
+        assert response.status == 502
+        assert "Location" not in response.headers
+        error = await error_of(response)
+    assert error["code"] == "upstream_redirect"
+    assert "(HTTP 302) to 'https://gateway.test/v1/chat/completions'" in error["message"]
+    assert "c.AkkoLLM.upstream_url" in error["message"]
+    assert len(upstream.requests) == 1
+
+
+@pytest.mark.parametrize("size", [3 * 1024 * 1024])
+async def test_large_answer_arrives_identical(proxy, upstream, size):
+    """A response larger than the proxy keeps in memory is passed on whole."""
+    body = {"model": "qwen2.5:3b", "messages": [], "x_test": {"echo": True, "padding": size}}
+    async with proxy.request("POST", CHAT, json=body) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("application/json")
+        answer = await response.json()
+    assert answer["padding"] == padding_text("", 0, size)
+
+
+async def test_base_url_alone_is_json_404(proxy, upstream):
+    async with proxy.session.get(
+        proxy.server_path("akko-llm/v1"), headers=proxy.auth_headers()
+    ) as response:
+        assert response.status == 404
+        error = await error_of(response)
+    assert error["code"] == "route_not_found"
+    assert "is the base URL for OpenAI clients, not a route" in error["message"]
+    assert "akko-llm/v1/models" in error["message"]
+    assert upstream.requests == []
+
+
+async def test_unknown_host_header_is_explained(proxy, upstream):
+    headers = {**proxy.auth_headers(), "Host": "gateway.example"}
+    async with proxy.session.get(proxy.server_path("akko-llm/v1/models"), headers=headers) as response:
+        assert response.status == 403
+        error = await error_of(response)
+    assert error["code"] == "host_not_allowed"
+    assert "'gateway.example'" in error["message"]
+    assert "c.ServerApp.local_hostnames" in error["message"]
+    assert upstream.requests == []
+
+
+async def test_cross_origin_request_is_explained(proxy, upstream):
+    cookies = await _login_cookies(proxy)
+    headers = {
+        "Cookie": _cookie_header(cookies),
+        "X-XSRFToken": cookies["_xsrf"],
+        "Origin": "https://other.example",
+    }
+    async with proxy.session.get(proxy.server_path("akko-llm/v1/models"), headers=headers) as response:
+        assert response.status == 404
+        error = await error_of(response)
+    assert error["code"] == "origin_not_allowed"
+    assert "'https://other.example'" in error["message"]
+    assert "c.ServerApp.allow_origin" in error["message"]
     assert upstream.requests == []

@@ -30,6 +30,7 @@ FAULTS = (
     "truncated_body",
     "stalled_body",
     "reset_mid_body",
+    "truncated_large_body",
     "reset_mid_stream",
     "stalled_stream",
     "truncated_json_error",
@@ -40,6 +41,8 @@ OK_BODY = json.dumps({"object": "list", "data": [{"id": "qwen2.5:3b"}]}).encode(
 # while writing would leave it.
 TRUNCATED_JSON = b'{"id": "chatcmpl-1", "choices": [{"message": {"content": "Hel'
 STREAM_EVENT = b'data: {"choices": [{"delta": {"content": "part"}}]}\n\n'
+# Size in bytes that the "truncated_large_body" fault promises.
+LARGE_BODY_SIZE = 4 * 1024 * 1024
 
 
 @dataclass
@@ -152,6 +155,15 @@ class FaultyUpstream:
                 _reset(writer)
             else:
                 writer.close()
+            return False
+        if fault == "truncated_large_body":
+            # 2 MiB of a promised 4 MiB, more than the proxy keeps before it
+            # starts passing the body on. A reset could discard data the proxy
+            # has not read yet, so the connection ends with a FIN.
+            writer.write(_head(200, "application/json", LARGE_BODY_SIZE))
+            writer.write(b" " * (LARGE_BODY_SIZE // 2))
+            await writer.drain()
+            writer.close()
             return False
         if fault in ("reset_mid_stream", "stalled_stream"):
             writer.write(

@@ -22,7 +22,8 @@ A request controls the answer through an ``x_test`` object in its JSON body
 - ``padding`` and ``seed``: add ``padding`` characters of deterministic text
   (see `padding_text`) to the echo answer, or make each streamed event's
   content that long, so a client can check every byte it receives;
-- ``set_cookie``: send this value in a ``Set-Cookie`` header.
+- ``set_cookie``, ``location``: send this value in a ``Set-Cookie`` or
+  ``Location`` header.
 
 Every request is recorded with its headers, body, client port, the number of
 stream events written so far (``events_sent``), and the time the client's
@@ -132,9 +133,10 @@ class OpenAIUpstream:
         self.requests.append(recorded)
         try:
             response = await self._answer(request, recorded)
-            cookie = _control_of(recorded).get("set_cookie")
-            if cookie and not response.prepared:
-                response.headers["Set-Cookie"] = cookie
+            control = _control_of(recorded)
+            for key, header in (("set_cookie", "Set-Cookie"), ("location", "Location")):
+                if control.get(key) and not response.prepared:
+                    response.headers[header] = control[key]
             return response
         finally:
             recorded.finished_at = time.monotonic()
