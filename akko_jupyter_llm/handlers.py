@@ -114,6 +114,11 @@ def _complete_events_end(data: bytes, event_stream: bool) -> int:
     )
 
 
+def _reject_constant(name: str) -> None:
+    """Reject NaN and Infinity, which Python's json accepts but JSON (RFC 8259) does not."""
+    raise ValueError(f"{name} is not a JSON value, so send a number or null")
+
+
 def _writes_debug(log: logging.Logger) -> bool:
     """Return whether a DEBUG record of ``log`` would reach any log handler.
 
@@ -375,7 +380,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         try:
             # JSON between systems is UTF-8 (RFC 8259); json.loads would also
             # accept UTF-16 and UTF-32, which the gateway may not.
-            payload = json.loads(body.decode("utf-8"))
+            payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
         except UnicodeDecodeError as error:
             raise ProxyError(
                 400,

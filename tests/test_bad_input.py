@@ -47,7 +47,9 @@ async def post_raw(proxy, body: bytes, headers=None, path: str = CHAT):
         (b"null", "invalid_body"),
         (b"[1, 2]", "invalid_body"),
         (b'"a string"', "invalid_body"),
-        (b"NaN", "invalid_body"),
+        (b"NaN", "invalid_json"),
+        (b'{"model": "qwen2.5:3b", "temperature": NaN}', "invalid_json"),
+        (b'{"model": "qwen2.5:3b", "temperature": -Infinity}', "invalid_json"),
     ],
 )
 async def test_invalid_json_is_400(proxy, upstream, body, code):
@@ -156,14 +158,13 @@ async def test_huge_integer_is_400(proxy, upstream):
     "fields",
     [
         {"max_tokens": 10**300, "n": 10**9, "temperature": -1e308},
-        {"temperature": 1e309},  # json.dumps writes Infinity
         {"stream": "yes", "top_p": "high"},
         {"messages": [{"role": "user", "content": ""}] * 10_000},
         {"model": ["qwen2.5:3b"], "stop": {"x": None}},
         {"model": "x" * 100_000},
         {"model": "qwen2.5:3b\u2028\u0085"},
     ],
-    ids=["huge-numbers", "infinity", "wrong-types", "many-messages", "model-not-string",
+    ids=["huge-numbers", "wrong-types", "many-messages", "model-not-string",
          "long-model", "unicode-separators"],
 )
 async def test_absurd_values_forwarded_unchanged(proxy, upstream, fields):
