@@ -45,7 +45,15 @@ def write_config(chat_model: Path, embedding_model: Path, port: int, path: Path)
         {**common, "model": str(embedding_model), "model_alias": EMBEDDING_MODEL,
          "embedding": True}
     )
-    config = {"host": "127.0.0.1", "port": port, "models": models}
+    config = {
+        "host": "127.0.0.1",
+        "port": port,
+        # By default llama_cpp.server (0.3.36) ends a streamed reply with
+        # [DONE] as soon as another request waits for the model, so of 8
+        # concurrent streams 7 got no text. Off, the other requests wait.
+        "interrupt_requests": False,
+        "models": models,
+    }
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return path
 

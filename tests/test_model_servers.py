@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gguf
@@ -126,6 +127,51 @@ def test_llama_chat_stream_matches_plain_reply(llama_server: LlamaServer):
     assert "".join(pieces).isprintable()
     assert second_pieces == pieces
     assert "".join(pieces) == plain_reply
+
+
+CONCURRENT_STREAMS = 8
+
+
+def concurrent_stream_pieces(base_url: str) -> list[list[str]]:
+    """Return the text pieces of CONCURRENT_STREAMS streamed chats started at once."""
+    client = openai_client(base_url)
+    with ThreadPoolExecutor(CONCURRENT_STREAMS) as pool:
+        jobs = [
+            pool.submit(streamed_chat_pieces, client, "qwen2.5:3b")
+            for _ in range(CONCURRENT_STREAMS)
+        ]
+        return [job.result() for job in jobs]
+
+
+def test_llama_concurrent_streams_complete(llama_server: LlamaServer):
+    replies = concurrent_stream_pieces(llama_server.base_url)
+    expected = streamed_chat_pieces(openai_client(llama_server.base_url), "qwen2.5:3b")
+
+    empty = [index for index, pieces in enumerate(replies) if not pieces]
+    assert empty == [], f"streams without text: {empty}; see {llama_server.log_path}"
+    assert all(pieces == expected for pieces in replies)
+
+
+def test_serve_model_script_concurrent_streams(tmp_path: Path):
+    script = REPOSITORY_ROOT / "scripts" / "serve_model.py"
+    log_path = tmp_path / "serve-model.log"
+    server = start_server(
+        "serve_model.py",
+        lambda port: [
+            sys.executable, str(script), "--port", str(port), "--cache-dir", str(tmp_path)
+        ],
+        "/v1/models",
+        log_path,
+        env={"CONFIG_FILE": None},
+    )
+    try:
+        replies = concurrent_stream_pieces(f"{server.url}/v1")
+    finally:
+        server.stop()
+
+    empty = [index for index, pieces in enumerate(replies) if not pieces]
+    assert empty == [], f"streams without text: {empty}; see {log_path}"
+    assert all(pieces == replies[0] for pieces in replies)
 
 
 def test_llama_chat_reply_depends_on_prompt(llama_server: LlamaServer):

@@ -12,6 +12,11 @@ The app, its routes and the config file format are llama_cpp.server's own (as in
 - A chat request with neither field gets ``max_tokens`` = ``--default-max-tokens``. The
   tiny model never emits its end token, so without a limit every such reply would run
   until the context is full, which takes seconds instead of milliseconds.
+
+Unless the config file sets ``interrupt_requests``, it is turned off. llama_cpp.server
+0.3.36 turns it on by default and then ends a streamed reply with ``[DONE]`` as soon as
+another request waits for the model, so concurrent streams get no text. A real model
+server queues them instead.
 """
 
 from __future__ import annotations
@@ -103,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
 
     config = ConfigFileSettings.model_validate_json(arguments.config_file.read_bytes())
+    if "interrupt_requests" not in config.model_fields_set:
+        config.interrupt_requests = False
     server_settings = ServerSettings.model_validate(config)
     app = create_app(server_settings=server_settings, model_settings=config.models)
     uvicorn.run(
