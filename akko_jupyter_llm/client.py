@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .kernel_env import kernel_credentials
+from .kernel_env import check_kernel_token, kernel_credentials
 
 if TYPE_CHECKING:
     import openai
@@ -22,24 +22,32 @@ def openai_client(**kwargs: Any) -> openai.OpenAI:
     """Return an `openai.OpenAI` client for this Jupyter server's model endpoint.
 
     Keyword arguments go to `openai.OpenAI` (for example ``timeout`` or
-    ``max_retries``).
+    ``max_retries``). Raises `RuntimeError` when the kernel was not started by
+    a server with this extension, or has no token for a server that requires
+    one (a server with a password and no token) and ``api_key`` is not given.
     """
     import openai
 
-    base_url, token = kernel_credentials()
-    kwargs.setdefault("base_url", base_url)
-    # The OpenAI SDK sends "Authorization: Bearer <api_key>", which Jupyter
-    # accepts as a token. Without a token (authentication turned off) any
-    # placeholder works.
-    kwargs.setdefault("api_key", token or "no-token")
-    return openai.OpenAI(**kwargs)
+    return openai.OpenAI(**_client_arguments(kwargs))
 
 
 def async_openai_client(**kwargs: Any) -> openai.AsyncOpenAI:
     """Return an `openai.AsyncOpenAI` client; see `openai_client`."""
     import openai
 
+    return openai.AsyncOpenAI(**_client_arguments(kwargs))
+
+
+def _client_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Add this server's endpoint and the kernel's token to the client's arguments."""
     base_url, token = kernel_credentials()
     kwargs.setdefault("base_url", base_url)
-    kwargs.setdefault("api_key", token or "no-token")
-    return openai.AsyncOpenAI(**kwargs)
+    if "api_key" not in kwargs:
+        # Without a token, the server is asked whether it requires one, so
+        # that a password-only server fails here with what to do.
+        check_kernel_token(str(kwargs["base_url"]), token)
+        # The OpenAI SDK sends "Authorization: Bearer <api_key>", which Jupyter
+        # accepts as a token. Without a token (authentication turned off) any
+        # placeholder works.
+        kwargs["api_key"] = token or "no-token"
+    return kwargs
