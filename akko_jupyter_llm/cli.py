@@ -53,6 +53,11 @@ _STATUS_LABELS = {"ok": "ok", "warn": "WARN", "error": "ERROR", "skipped": "skip
 # The server's timeouts, all set by --timeout here.
 _TIMEOUT_SETTINGS = ("connect_timeout", "first_byte_timeout", "idle_timeout")
 
+# Hint for an invalid flag or variable that the settings check reports.
+SETTINGS_HINT = (
+    "Fix the flag or environment variable named above, then run the command again."
+)
+
 
 def _positive_seconds(text: str) -> float:
     try:
@@ -181,6 +186,7 @@ def setting_names(args: argparse.Namespace) -> dict[str, str]:
         ),
         KEY_SETTINGS: f"${ENV_VARS['api_key']}, or in a file named by --api-key-file "
         f"or {key_file_variable}",
+        setting_name("api_key"): f"${ENV_VARS['api_key']}",
     }
     for trait in _TIMEOUT_SETTINGS:
         names[setting_name(trait)] = "--timeout"
@@ -243,6 +249,7 @@ def make_diagnostics(args: argparse.Namespace) -> GatewayDiagnostics:
         key_source=key_source,
         timeout=args.timeout,
         live_timeout=max(args.timeout, LIVE_FIRST_TOKEN_TIMEOUT_SECONDS),
+        settings_hint=SETTINGS_HINT,
     )
 
 

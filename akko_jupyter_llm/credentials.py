@@ -7,7 +7,13 @@ read again when its modification time, inode or size changes, so a rotated
 secret takes effect without a restart. Kubernetes swaps a ``..data`` symlink on
 rotation; `os.stat` follows it, so the change is seen.
 
-The key never appears in a message: `describe_source` names where it comes from.
+A key is sent in an HTTP header, so it may contain only visible ASCII
+characters. A key with anything else in it (a line break, a space, another
+control character or a non-ASCII character) is rejected with `KeyUnavailable`,
+whichever setting it comes from.
+
+The key never appears in a message: `describe_source` names where it comes from,
+and an invalid character is described by its position and kind only.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+
+from .config import setting_name
 
 # Interval, in seconds, between two checks of the key file for changes.
 KEY_FILE_CHECK_INTERVAL = 1.0
@@ -24,8 +32,47 @@ KEY_FILE_CHECK_INTERVAL = 1.0
 KEY_FILE_SETTING = "c.AkkoLLM.api_key_file, AKKO_LLM_API_KEY_FILE"
 
 
+# How to re-create a key file that contains the key alone, for messages.
+_KEY_FILE_ADVICE = (
+    "Re-create the secret with the key alone, for example with "
+    "`kubectl create secret generic <secret> --from-literal=<file name>=\"$KEY\"`, "
+    "or write the file with `printf %s \"$KEY\" > <file>`."
+)
+
+# Names of the invalid characters that a key most often contains by mistake.
+_CHARACTER_NAMES = {
+    "\n": "a line break (LF)",
+    "\r": "a carriage return (CR)",
+    "\t": "a tab",
+    " ": "a space",
+    "\ufeff": "a byte order mark (U+FEFF)",
+}
+
+
 class KeyUnavailable(Exception):
-    """The key file cannot be read; the message names the file and the setting."""
+    """The key cannot be used: its file cannot be read, is empty, or the key is invalid.
+
+    The message names the file or the setting and what to do, never the key.
+    """
+
+
+def describe_invalid_character(key: str) -> str | None:
+    """Describe the first character of ``key`` that a header cannot carry, or None.
+
+    The description gives the kind and the 1-based position of the character,
+    never the character itself when it could be part of a real key.
+    """
+    for position, character in enumerate(key, 1):
+        if "!" <= character <= "~":
+            continue
+        name = _CHARACTER_NAMES.get(character)
+        if name is None and ord(character) < 0x80:
+            name = f"a control character (U+{ord(character):04X})"
+        if name is None:
+            # A non-ASCII letter could be part of the key, so only its kind is named.
+            name = "a non-ASCII character"
+        return f"{name} at character {position} of the key"
+    return None
 
 
 class GatewayKey:
@@ -39,6 +86,8 @@ class GatewayKey:
         self._cached_stat: tuple[int, int, int] | None = None
         self._checked_at = float("-inf")
         self._error: str | None = None
+        # The literal key is checked once: it cannot change while the process runs.
+        self._literal_error = self._check_literal() if not self._path else None
 
     @property
     def from_file(self) -> bool:
@@ -66,6 +115,8 @@ class GatewayKey:
     def get(self) -> str:
         """Return the current key ('' when none is configured), or raise `KeyUnavailable`."""
         if not self._path:
+            if self._literal_error:
+                raise KeyUnavailable(self._literal_error)
             return self._literal
 
         now = time.monotonic()
@@ -76,41 +127,87 @@ class GatewayKey:
             raise KeyUnavailable(self._error)
         return self._cached_key
 
+    def _check_literal(self) -> str | None:
+        """Return the problem with the literal key (and log it), or None."""
+        invalid = describe_invalid_character(self._literal)
+        if invalid is None:
+            return None
+        message = (
+            f"The gateway key in {setting_name('api_key')} is invalid: it contains "
+            f"{invalid}, and a key may contain only visible ASCII characters. Set "
+            "it again to the key alone. When the value comes from a Kubernetes "
+            "secret, re-create the secret with `kubectl create secret generic "
+            "<secret> --from-literal=<entry>=\"$KEY\"`."
+        )
+        self._log.error(message)
+        return message
+
     def _refresh(self) -> None:
         try:
             stat = os.stat(self._path)
             signature = (stat.st_mtime_ns, stat.st_ino, stat.st_size)
             if signature == self._cached_stat and self._error is None:
                 return
-            with open(self._path, encoding="utf-8") as key_file:
-                key = key_file.read().strip()
-        except (OSError, UnicodeDecodeError) as error:
-            reason = getattr(error, "strerror", None) or type(error).__name__
-            message = (
+            with open(self._path, "rb") as key_file:
+                content = key_file.read()
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            self._set_error(
                 f"Cannot read the gateway key file {self._path} "
                 f"({KEY_FILE_SETTING}): {reason}. "
-                "Check that the secret is mounted at that path and readable "
-                "by this server's user."
+                "Check that the secret is mounted at that path and that the user "
+                "this process runs as can read it.",
+                None,
             )
-            if message != self._error:
-                self._log.error(message)
-            self._error = message
-            self._cached_stat = None
+            return
+
+        try:
+            key = content.decode("utf-8").strip()
+        except UnicodeDecodeError as error:
+            self._set_error(
+                f"The gateway key file {self._path} ({KEY_FILE_SETTING}) is not "
+                f"valid UTF-8 text: byte {error.start + 1} of the file cannot be "
+                "decoded. The file must contain the key as plain ASCII text. A "
+                "file saved as UTF-16 causes this, and so does a Kubernetes secret "
+                "with the key itself under data, which Kubernetes decodes as "
+                "base64: put the key under stringData instead. " + _KEY_FILE_ADVICE,
+                signature,
+            )
             return
 
         if not key:
-            message = (
+            self._set_error(
                 f"The gateway key file {self._path} ({KEY_FILE_SETTING}) is empty. "
-                "Check the secret it is mounted from."
+                "Check the secret it is mounted from.",
+                signature,
             )
-            if message != self._error:
-                self._log.error(message)
-            self._error = message
-            self._cached_stat = signature
+            return
+
+        invalid = describe_invalid_character(key)
+        if invalid is not None:
+            self._set_error(
+                f"The gateway key in the file {self._path} ({KEY_FILE_SETTING}) is "
+                f"invalid: it contains {invalid}, and a key may contain only "
+                "visible ASCII characters (a line break at the end of the file is "
+                "ignored). " + _KEY_FILE_ADVICE,
+                signature,
+            )
             return
 
         if self._cached_stat is not None or self._error is not None:
             self._log.info("Read a new gateway key from %s", self._path)
         self._error = None
         self._cached_key = key
+        self._cached_stat = signature
+
+    def _set_error(self, message: str, signature: tuple[int, int, int] | None) -> None:
+        """Record why the key file is unusable, logging the message when it is new.
+
+        ``signature`` is the file's stat signature, so that an unchanged file
+        is not read again, or None to read it again at the next check.
+        """
+        if message != self._error:
+            self._log.error(message)
+        self._error = message
+        self._cached_key = ""
         self._cached_stat = signature

@@ -27,6 +27,7 @@ so the command-line tool runs it without a Jupyter server.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import logging
@@ -34,6 +35,9 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
 
 from .config import ProxySettings, check_upstream_url, redact_url, setting_name
 from .credentials import GatewayKey, KeyUnavailable
@@ -77,11 +81,51 @@ BUFFERED_SHARE_IN_ONE_READ = 0.5
 # Largest part of a gateway response quoted in a message.
 MAX_EXCERPT_CHARS = 200
 
-_UNREACHABLE_HINT = (
+# Hint for a gateway on another host that refuses, resets or times out a
+# connection, or responds with a 5xx (as an ingress in front of a failing pod
+# does).
+_KUBERNETES_HINT = (
     "If the gateway runs in Kubernetes, look at its pod with `kubectl get pods`: "
     "a pod in CrashLoopBackOff was often OOMKilled (see `kubectl describe pod`), and "
     "LiteLLM needs a memory limit of at least 1 GiB."
 )
+
+# Hint for a settings problem in the status endpoint's report. ``akko-llm``
+# passes its own, because it reads its values anew at each run.
+SERVER_SETTINGS_HINT = (
+    "Fix the setting named above, then restart the Jupyter server: it reads its "
+    "settings only when it starts."
+)
+
+# ProxyError codes of a connection that was refused, reset or timed out.
+# ``upstream_unreachable`` also covers a failed DNS lookup, which
+# `_is_connection_failure` excludes.
+_CONNECTION_FAILURE_CODES = frozenset(
+    {"upstream_unreachable", "upstream_disconnected", "upstream_timeout"}
+)
+
+
+def is_loopback_url(url: str) -> bool:
+    """Return whether the host of ``url`` is ``localhost`` or a loopback address."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_connection_failure(error: ProxyError) -> bool:
+    """Return whether ``error`` is a refused, reset or timed-out connection."""
+    if error.code not in _CONNECTION_FAILURE_CODES:
+        return False
+    # UpstreamClient raises its errors from aiohttp's, so the cause
+    # distinguishes a failed DNS lookup from a failed connection.
+    return not isinstance(error.__cause__, aiohttp.ClientConnectorDNSError)
 
 
 @dataclass
@@ -227,7 +271,7 @@ class GatewayDiagnostics:
 
     ``key`` supplies the gateway key, and ``key_source`` describes where it
     comes from, for hints. ``problems`` are the settings problems found at
-    start, reported by ``settings_valid``.
+    start, reported by ``settings_valid`` with ``settings_hint``.
 
     Messages and hints name settings as the server's admin writes them
     (`config.setting_name`). ``akko-llm`` replaces those names with its own
@@ -245,6 +289,7 @@ class GatewayDiagnostics:
         problems: list[str] | None = None,
         timeout: float = CHECK_TIMEOUT_SECONDS,
         live_timeout: float = LIVE_FIRST_TOKEN_TIMEOUT_SECONDS,
+        settings_hint: str = SERVER_SETTINGS_HINT,
     ) -> None:
         self.key = key
         self.key_source = key_source or key.describe_source()
@@ -255,6 +300,8 @@ class GatewayDiagnostics:
         self.timeout = timeout
         self.live_timeout = max(live_timeout, timeout)
         self.upstream_url = settings.upstream_url
+        self.settings_hint = settings_hint
+        self._loopback = is_loopback_url(settings.upstream_url)
         self._client = UpstreamClient(
             dataclasses.replace(
                 settings,
@@ -384,20 +431,48 @@ class GatewayDiagnostics:
             finally:
                 response.release()
         except ProxyError as error:
+            hint = self._connection_hint(error)
             if error.code == "upstream_timeout":
                 raise _CheckFailed(
                     f"The model gateway at {redact_url(self.upstream_url)} did not "
                     f"answer {method} {path} within {self.timeout:g} s.",
-                    "The gateway or its model server may be overloaded or "
-                    "restarting. " + _UNREACHABLE_HINT,
+                    hint,
                 ) from None
-            raise _CheckFailed(self._scrub(error.message), _UNREACHABLE_HINT) from None
+            raise _CheckFailed(self._scrub(error.message), hint) from None
         return _GatewayResponse(
             status=response.status,
             payload=payload,
             content_type=response.headers.get("Content-Type", ""),
             ms=(time.perf_counter() - started) * 1000,
         )
+
+    def _connection_hint(self, error: ProxyError) -> str | None:
+        """Return the hint for a failed request, or None when its message names the fix.
+
+        The messages of TLS, DNS and malformed-HTTP failures already name what
+        to check. A refused, reset or timed-out connection gets a hint for a
+        model server on this machine or for a gateway in Kubernetes.
+        """
+        if not _is_connection_failure(error):
+            return None
+        timed_out = error.code == "upstream_timeout"
+        if self._loopback:
+            if timed_out:
+                return (
+                    "The model server on this machine accepts connections but "
+                    "does not answer: it may be busy or still loading a model. "
+                    "Its log says which."
+                )
+            return (
+                "Check that the model server on this machine is running (for "
+                "example `ollama serve`) and listens on the port in the URL."
+            )
+        if timed_out:
+            return (
+                "The gateway or its model server may be overloaded or restarting. "
+                + _KUBERNETES_HINT
+            )
+        return _KUBERNETES_HINT
 
     # --------------------------------------------------------------- checks
 
@@ -415,8 +490,7 @@ class GatewayDiagnostics:
                 ERROR,
                 ms,
                 " ".join(problems),
-                "Fix the setting named above; a Jupyter server must be restarted "
-                "to use the new value.",
+                self.settings_hint,
             )
         return CheckResult(
             "settings_valid",
@@ -444,6 +518,13 @@ class GatewayDiagnostics:
         if answer.status >= 500:
             excerpt = self._excerpt(answer.payload)
             detail = f": {excerpt!r}" if excerpt else " with an empty body"
+            if self._loopback:
+                hint = "The model server on this machine is failing. Its log says why."
+            else:
+                hint = (
+                    "The gateway or an ingress in front of it is failing. "
+                    + _KUBERNETES_HINT
+                )
             return (
                 CheckResult(
                     name,
@@ -452,8 +533,7 @@ class GatewayDiagnostics:
                     answer.ms,
                     f"The model gateway at {url} answered GET models with HTTP "
                     f"{answer.status}{detail}.",
-                    "The gateway or an ingress in front of it is failing. "
-                    + _UNREACHABLE_HINT,
+                    hint,
                 ),
                 answer,
             )
@@ -477,8 +557,8 @@ class GatewayDiagnostics:
                 ERROR,
                 0.0,
                 key_error,
-                "The check sent no key. Mount the secret that contains the gateway "
-                "key, or fix the path.",
+                "The check sent no key, so it could not test whether the gateway "
+                "accepts it. Fix the key as the message says, then check again.",
             )
 
         if is_key_rejection(answer.status, answer.error_object()):
@@ -780,7 +860,7 @@ def _slow_hint() -> str:
 
 
 _BUFFERED_HINT = (
-    "All chunks arrived at once, so a proxy or ingress between this server and "
+    "All chunks arrived at once, so a proxy or ingress between this machine and "
     "the model server buffers the stream and users see no text until the end. "
     "Turn buffering off there (nginx: `proxy_buffering off;` or the ingress "
     "annotation nginx.ingress.kubernetes.io/proxy-buffering: \"off\")."

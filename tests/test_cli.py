@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -445,3 +448,202 @@ async def test_bad_ca_bundle_names_source(tmp_path, from_flag):
     assert f"akko-llm: error: {source} is {missing!r}, which cannot be loaded" in stderr
     assert f"or leave {source} empty to use the system's CAs" in stderr
     assert "c.AkkoLLM" not in stderr
+
+
+# ------------------------------------------------------------ invalid keys
+
+# Text after an injected line break; it must appear in no output either.
+INJECTED_HEADER = "X-Evil: 1"
+# Position of the first character after the key, counted from 1.
+AFTER_KEY = len(GATEWAY_KEY) + 1
+
+
+@pytest.mark.parametrize(
+    ("key", "described"),
+    [
+        (
+            f"{GATEWAY_KEY}\n{INJECTED_HEADER}",
+            f"a line break (LF) at character {AFTER_KEY}",
+        ),
+        (
+            f"{GATEWAY_KEY}\r\n{INJECTED_HEADER}",
+            f"a carriage return (CR) at character {AFTER_KEY}",
+        ),
+        (f"{GATEWAY_KEY[:5]}\t{GATEWAY_KEY[5:]}", "a tab at character 6"),
+        (f"{GATEWAY_KEY[:5]} {GATEWAY_KEY[5:]}", "a space at character 6"),
+        (
+            f"{GATEWAY_KEY[:5]}\x00{GATEWAY_KEY[5:]}",
+            "a control character (U+0000) at character 6",
+        ),
+        (
+            f"{GATEWAY_KEY[:5]}\u2011{GATEWAY_KEY[5:]}",
+            "a non-ASCII character at character 6",
+        ),
+    ],
+    ids=["line-break", "crlf", "tab", "space", "nul", "non-ascii"],
+)
+@pytest.mark.parametrize("command", ["doctor", "models"])
+async def test_key_file_invalid_character(upstream, tmp_path, command, key, described):
+    key_file = tmp_path / "api-key"
+    key_file.write_text(key + "\n", encoding="utf-8")
+
+    code, stdout, stderr = await run_cli(
+        command, "--upstream-url", upstream.url, "--api-key-file", str(key_file),
+        env=cli_environment(),
+    )
+    output = " ".join((stdout + stderr).split())
+
+    assert code == 1
+    assert "Traceback" not in output
+    assert f"The gateway key in the file {key_file} (--api-key-file)" in output
+    assert "is invalid: it contains" in output
+    assert f"it contains {described} of the key" in output
+    assert "kubectl create secret generic" in output
+    assert GATEWAY_KEY[5:] not in output
+    assert INJECTED_HEADER not in output
+    assert "c.AkkoLLM" not in output
+    # No request carried the key to the gateway.
+    assert all("Authorization" not in request.headers for request in upstream.requests)
+
+
+@pytest.mark.parametrize("command", ["doctor", "models"])
+async def test_environment_key_with_line_break(upstream, command):
+    environment = cli_environment(AKKO_LLM_API_KEY=f"{GATEWAY_KEY}\n{INJECTED_HEADER}")
+
+    code, stdout, stderr = await run_cli(
+        command, "--upstream-url", upstream.url, env=environment
+    )
+    output = " ".join((stdout + stderr).split())
+
+    assert code == 1
+    assert "Traceback" not in output
+    assert "The gateway key in $AKKO_LLM_API_KEY is invalid" in output
+    assert f"a line break (LF) at character {AFTER_KEY} of the key" in output
+    assert GATEWAY_KEY not in output
+    assert INJECTED_HEADER not in output
+    assert "c.AkkoLLM" not in output
+
+
+async def test_key_file_not_utf8(upstream, tmp_path):
+    key_file = tmp_path / "api-key"
+    key_file.write_bytes(b"sk-\xff\xfe-binary")
+
+    code, document, stderr = await doctor_json(
+        "--upstream-url", upstream.url, "--api-key-file", str(key_file),
+        env=cli_environment(),
+    )
+    key = checks_of(document)["key_accepted"]
+
+    assert code == 1
+    assert key["status"] == "error"
+    assert f"{key_file} (--api-key-file) is not valid UTF-8 text" in key["message"]
+    assert "byte 4 of the file cannot be decoded" in key["message"]
+    assert "stringData" in key["message"]
+    assert "UnicodeDecodeError" not in json.dumps(document) + stderr
+    assert "binary" not in json.dumps(document)
+
+
+async def test_unreadable_key_file_wording(upstream):
+    code, document, _ = await doctor_json(
+        "--upstream-url", upstream.url, "--api-key-file", MISSING_KEY_FILE,
+        env=cli_environment(),
+    )
+    key = checks_of(document)["key_accepted"]
+
+    assert code == 1
+    assert "the user this process runs as can read it" in key["message"]
+    assert "server" not in key["message"]
+    assert "server" not in key["hint"]
+
+
+async def test_invalid_url_hint_fits_command():
+    code, document, _ = await doctor_json(
+        "--upstream-url", "ftp://127.0.0.1/v1", env=cli_environment()
+    )
+    settings = checks_of(document)["settings_valid"]
+
+    assert code == 1
+    assert settings["hint"] == (
+        "Fix the flag or environment variable named above, then run the command again."
+    )
+
+
+# ---------------------------------------------------- connection failure hints
+
+
+async def failed_models_output(url: str) -> str:
+    """Run ``akko-llm models`` against ``url``, check that it failed, return stderr."""
+    code, stdout, stderr = await run_cli(
+        "models", "--upstream-url", url, env=cli_environment()
+    )
+    assert code == 1
+    assert stdout == ""
+    assert "Traceback" not in stderr
+    return stderr
+
+
+async def test_loopback_refused_hint():
+    stderr = await failed_models_output(f"http://127.0.0.1:{closed_port()}/v1")
+
+    assert "model server on this machine is running" in stderr
+    assert "kubectl" not in stderr
+    assert "OOMKilled" not in stderr
+
+
+def loopback_host_name() -> str | None:
+    """Return this machine's host name if it resolves to loopback, else None."""
+    name = socket.gethostname()
+    if name == "localhost" or name.endswith(".localhost"):
+        return None
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        return None
+    return name if ipaddress.ip_address(address).is_loopback else None
+
+
+async def test_named_host_refused_hint():
+    name = loopback_host_name()
+    if name is None:
+        pytest.skip("this machine's host name does not resolve to a loopback address")
+    url = f"http://{name}:{closed_port()}/v1"
+
+    stderr = await failed_models_output(url)
+
+    assert f"Cannot connect to the model gateway at {url}" in stderr
+    assert "kubectl get pods" in stderr
+    assert "model server on this machine" not in stderr
+
+
+async def test_tls_failure_has_no_kubernetes_hint(tls_gateway):
+    url, _ = tls_gateway
+
+    stderr = await failed_models_output(url)
+
+    assert "TLS with the model gateway" in stderr
+    assert "kubectl" not in stderr
+    assert "model server on this machine" not in stderr
+
+
+@pytest.fixture
+def not_http_port(jp_asyncio_loop):
+    """A port of 127.0.0.1 that responds to every connection with an SSH banner."""
+
+    async def banner(reader, writer):
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = jp_asyncio_loop.run_until_complete(
+        asyncio.start_server(banner, "127.0.0.1", 0)
+    )
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    jp_asyncio_loop.run_until_complete(server.wait_closed())
+
+
+async def test_not_http_port_has_no_kubernetes_hint(not_http_port):
+    stderr = await failed_models_output(f"http://127.0.0.1:{not_http_port}/v1")
+
+    assert "not valid HTTP" in stderr
+    assert "kubectl" not in stderr

@@ -142,8 +142,9 @@ async def test_status_refused_gateway(proxy):
     assert reachable["status"] == "error"
     assert f"http://127.0.0.1:{CLOSED_PORT}/v1" in reachable["message"]
     assert "c.AkkoLLM.upstream_url" in reachable["hint"]
-    assert "CrashLoopBackOff" in reachable["hint"]
-    assert "1 GiB" in reachable["hint"]
+    # The address is this machine's, so the hint is about a local model server.
+    assert "model server on this machine is running" in reachable["hint"]
+    assert "CrashLoopBackOff" not in reachable["hint"]
     assert checks["key_accepted"]["status"] == "skipped"
     assert checks["default_chat_model"]["status"] == "skipped"
 
@@ -231,7 +232,22 @@ async def test_status_gateway_error_page(proxy, upstream):
     assert "HTTP 503" in reachable["message"]
     assert "Service Unavailable" in reachable["message"]
     assert "<h1>" not in reachable["message"]
+    assert "model server on this machine is failing" in reachable["hint"]
+    assert "kubectl" not in reachable["hint"]
     assert checks["key_accepted"]["status"] == "skipped"
+
+
+@pytest.mark.akko(upstream_url="ftp://127.0.0.1/v1")
+async def test_status_invalid_url_hint(proxy):
+    status, document = await get_status(proxy)
+    settings = checks_of(document)["settings_valid"]
+
+    assert status == 200
+    assert settings["status"] == "error"
+    assert settings["message"].startswith(
+        "c.AkkoLLM.upstream_url (AKKO_LLM_UPSTREAM_URL) must start with"
+    )
+    assert "restart the Jupyter server" in settings["hint"]
 
 
 async def test_status_wrong_path(proxy, upstream):
