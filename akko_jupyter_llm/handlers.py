@@ -791,7 +791,9 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
                 "Not authenticated. Send this Jupyter server's token in the "
                 "'Authorization: token <token>' (or 'Bearer <token>') header, or "
                 "the session cookie with an X-XSRFToken header. In a notebook, "
-                "akko_jupyter_llm.openai_client() does this for you.",
+                "akko_jupyter_llm.openai_client() does this for you, unless the "
+                "server has a password and no token: then give it a token as well "
+                "(see the user guide, 'On a server with a password').",
                 code="not_authenticated",
             )
         if status_code == 404 and not self.check_origin():

@@ -61,6 +61,9 @@ def _connection_settings(kwargs: dict[str, Any]) -> None:
     kwargs["base_url"] = base_url
     # The OpenAI SDK sends "Authorization: Bearer <api_key>", which Jupyter
     # accepts as a token. Without a token (authentication off) any value works.
+    # NOTE: a server with a password and no token has no token to give, so
+    # its requests get HTTP 403. Asking the server, as openai_client() does,
+    # would block the server's own event loop where the chat runs.
     kwargs["api_key"] = token or "no-token"
     # The proxy already reports a failure with a readable message; retrying
     # a 502 or 504 only delays that message.

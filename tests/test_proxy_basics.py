@@ -164,6 +164,8 @@ async def test_unauthenticated_is_json_403(proxy, upstream):
             assert response.headers["Content-Type"].startswith("application/json")
             document = await response.json()
         assert document["error"]["code"] == "not_authenticated"
+        assert "'Authorization: token <token>'" in document["error"]["message"]
+        assert "'On a server with a password'" in document["error"]["message"]
     assert upstream.requests == []
 
 
