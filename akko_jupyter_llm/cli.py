@@ -335,6 +335,11 @@ def _models(report: Report, as_json: bool) -> int:
             print(f"akko-llm models: {failed.message}", file=sys.stderr)
             if failed.hint:
                 print(f"What to do: {failed.hint}", file=sys.stderr)
+            if as_json:
+                # A program reading stdout gets the failure too, as an object
+                # where the list would be.
+                error = {"check": failed.name, "message": failed.message, "hint": failed.hint}
+                print(json.dumps({"error": error}, indent=2))
         return EXIT_CHECK_FAILED
     if as_json:
         print(json.dumps([model.as_dict() for model in report.models], indent=2))

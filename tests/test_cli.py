@@ -317,6 +317,21 @@ async def test_models_json(upstream, key_file):
     assert len(models) == 3
 
 
+async def test_models_json_failure_on_stdout():
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+
+    code, stdout, stderr = await run_cli(
+        "models", "--json", "--upstream-url", url, env=cli_environment()
+    )
+    error = json.loads(stdout)["error"]
+
+    assert code == 1
+    assert error["check"] == "gateway_reachable"
+    assert error["message"].startswith(f"Cannot connect to the model gateway at {url}")
+    assert error["hint"]
+    assert "akko-llm models: Cannot connect" in stderr
+
+
 async def test_models_refused_exits_1():
     url = f"http://127.0.0.1:{closed_port()}/v1"
 
