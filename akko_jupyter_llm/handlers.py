@@ -77,6 +77,14 @@ MAX_BUFFERED_BODY = 1024 * 1024
 # Largest upstream error body read; a longer one is cut there.
 MAX_ERROR_BODY = 1024 * 1024
 
+# Error codes whose ProxyError is logged, with more detail, where it is raised.
+_LOGGED_BEFORE_RAISED = (
+    "internal_error",
+    "upstream_error",
+    "upstream_redirect",
+    "gateway_key_rejected",
+)
+
 # Largest part of an upstream error body kept for the log.
 MAX_LOGGED_BODY = 500
 
@@ -751,9 +759,13 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         if not isinstance(error, ProxyError):
             error = self._wrap_error(status_code, error)
         self.set_status(error.status)
+        # send_error() cleared the headers set so far; the id ties the answer
+        # to this server's log lines.
+        if getattr(self, "_request_id", None):
+            self.set_header("X-Request-ID", self._request_id)
         for name, value in error.headers.items():
             self.set_header(name, value)
-        if error.status >= 500 and error.code not in ("internal_error",):
+        if error.status >= 500 and error.code not in _LOGGED_BEFORE_RAISED:
             self.log.warning(
                 "akko-llm %s: %s for %s: %s",
                 getattr(self, "_request_id", "-"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import socket
 
@@ -450,3 +451,19 @@ async def test_cross_origin_request_is_explained(proxy, upstream):
     assert "'https://other.example'" in error["message"]
     assert "c.ServerApp.allow_origin" in error["message"]
     assert upstream.requests == []
+
+
+async def test_gateway_error_page_logged_once(proxy, upstream, caplog):
+    control = {"status": 503, "raw_body": "<html>Service Unavailable</html>"}
+    async with proxy.request("POST", CHAT, json=chat_body(**control)) as response:
+        assert response.status == 503
+        request_id = response.headers["X-Request-ID"]
+        error = await error_of(response)
+    assert error["code"] == "upstream_error"
+    lines = [
+        record.getMessage() for record in caplog.records
+        if record.levelno >= logging.WARNING
+        and record.getMessage().startswith(f"akko-llm {request_id}")
+    ]
+    assert len(lines) == 1, lines
+    assert "Service Unavailable" in lines[0]
