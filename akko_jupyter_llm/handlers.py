@@ -759,7 +759,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         if not isinstance(error, ProxyError):
             error = self._wrap_error(status_code, error)
         self.set_status(error.status)
-        # send_error() cleared the headers set so far; the id ties the answer
+        # send_error() cleared the headers set so far. The id ties the response
         # to this server's log lines.
         if getattr(self, "_request_id", None):
             self.set_header("X-Request-ID", self._request_id)
