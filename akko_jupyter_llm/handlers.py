@@ -127,6 +127,11 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value, so send a number or null")
 
 
+# One decoder for all requests: json.loads with an argument builds a new one
+# for every call.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _writes_debug(log: logging.Logger) -> bool:
     """Return whether a DEBUG record of ``log`` would reach any log handler.
 
@@ -388,7 +393,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
         try:
             # JSON between systems is UTF-8 (RFC 8259); json.loads would also
             # accept UTF-16 and UTF-32, which the gateway may not.
-            payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+            payload = _JSON_DECODER.decode(body.decode("utf-8"))
         except UnicodeDecodeError as error:
             raise ProxyError(
                 400,
