@@ -574,9 +574,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
                 buffered += len(chunk)
                 if buffered >= MAX_BUFFERED_BODY:
                     buffered = 0
-                    flushed = self.flush()
-                    if connection_stream is None or connection_stream.writing():
-                        await flushed
+                    await self._flush_at_client_pace(connection_stream)
         except ProxyError as error:
             if not self._headers_written:
                 raise
@@ -591,6 +589,18 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             self.request.connection.close()
             return
         self.finish(set_content_type=content_type or "application/json")
+
+    async def _flush_at_client_pace(self, connection_stream) -> None:
+        """Send what was written, and wait only while the client lags behind.
+
+        Data already in the socket is not waited for, because waiting for the
+        flush would cost an event-loop turn per write. A client that reads
+        slower than the upstream sends is waited for, so that nothing piles up
+        in memory.
+        """
+        flushed = self.flush()
+        if connection_stream is None or connection_stream.writing():
+            await flushed
 
     def _redirect_error(self, response: aiohttp.ClientResponse) -> ProxyError:
         """Explain an upstream redirect, which the proxy does not follow."""
@@ -724,14 +734,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
                     end = len(chunk)
                 pending = chunk[end:]
                 self.write(chunk[:end])
-                flushed = self.flush()
-                if connection_stream is None or not connection_stream.writing():
-                    # The event is already in the socket. Waiting for the
-                    # flush would cost an event-loop turn per event.
-                    continue
-                # The client reads slower than the upstream sends: wait until
-                # the event has left, so that nothing piles up in memory.
-                await flushed
+                await self._flush_at_client_pace(connection_stream)
             if pending:
                 self.write(pending)
         except ProxyError as error:
