@@ -39,7 +39,7 @@ _KEY_FILE_ADVICE = (
     "or write the file with `printf %s \"$KEY\" > <file>`."
 )
 
-# Names of the invalid characters that a key most often contains by mistake.
+# Names of the invalid characters that are easy to paste into a key by mistake.
 _CHARACTER_NAMES = {
     "\n": "a line break (LF)",
     "\r": "a carriage return (CR)",

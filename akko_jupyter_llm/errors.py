@@ -25,6 +25,20 @@ _ERROR_TYPES = {
 }
 
 
+def host_not_allowed_message(host: str) -> str:
+    """Return why a request with the Host header ``host`` was rejected, and what to do.
+
+    The text ends without a period, because the status endpoint's messages are
+    shown followed by advice of JupyterLab's status item.
+    """
+    return (
+        f"This Jupyter server does not accept the Host header {host[:100]!r}. "
+        "Reach it by the address it listens on (for example 127.0.0.1 or "
+        "localhost), or ask the admin to add the name to "
+        "c.ServerApp.local_hostnames"
+    )
+
+
 class ProxyError(HTTPError):
     """A failure to report to the client with an HTTP status and a readable message.
 

@@ -35,7 +35,7 @@ from tornado.iostream import StreamClosedError
 
 from .config import ProxySettings, setting_name
 from .credentials import GatewayKey, KeyUnavailable
-from .errors import ProxyError
+from .errors import ProxyError, host_not_allowed_message
 from .identity import END_USER_HEADER, fallback_user_name, with_user_field
 from .limits import ConcurrencyLimiter
 from .routes import (
@@ -799,10 +799,7 @@ class ProxyHandler(ExtensionHandlerMixin, APIHandler):
             # authenticates, to stop DNS rebinding (it logs the host as well).
             return ProxyError(
                 403,
-                f"This Jupyter server does not accept the Host header "
-                f"{self.request.host[:100]!r}. Reach it by the address it listens "
-                "on (for example 127.0.0.1 or localhost), or ask the admin to add "
-                "the name to c.ServerApp.local_hostnames.",
+                host_not_allowed_message(self.request.host) + ".",
                 code="host_not_allowed",
             )
         if status_code == 403:

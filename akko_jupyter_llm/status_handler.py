@@ -13,8 +13,9 @@ Both respond with the report (see `diagnostics.Report.as_dict`) plus
 ``endpoint``, this server's OpenAI-compatible URL, and ``cached``. Errors are
 JSON in jupyter_server's shape, ``{"message", "reason"}``, which JupyterLab's
 status item shows. A request without valid credentials gets HTTP 403 with the
-reason ``not_authenticated``, and a cookie-authenticated POST without the XSRF
-token gets ``xsrf_failed``.
+reason ``not_authenticated``, a cookie-authenticated POST without the XSRF
+token gets ``xsrf_failed``, and a Host header the server does not accept gets
+``host_not_allowed``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from .diagnostics import OK, GatewayDiagnostics, Report
+from .errors import host_not_allowed_message
 
 # Seconds a report is reused before the gateway is asked again.
 CACHE_SECONDS = 5.0
@@ -157,11 +159,13 @@ class StatusHandler(ExtensionHandlerMixin, APIHandler):
         """
         if status_code != 403:
             return None
+        if not self.check_host():
+            # jupyter_server rejects a Host header it does not know before it
+            # authenticates, to stop DNS rebinding.
+            return ("host_not_allowed", host_not_allowed_message(self.request.host))
         detail = getattr(error, "log_message", None) or ""
         xsrf_failed = "xsrf" in detail.lower()
-        # A request with a non-local Host header has no user either, but
-        # jupyter_server rejects it before authentication and logs why.
-        no_user = not getattr(self, "_jupyter_current_user", None) and self.check_host()
+        no_user = not getattr(self, "_jupyter_current_user", None)
         # A POST without credentials fails the XSRF check first, but the missing
         # credentials are what the client must fix.
         if no_user and (not detail or xsrf_failed):

@@ -433,3 +433,16 @@ async def test_live_stream_stall_names_live_limit(upstream):
     )
     assert "idle_timeout" not in live.message
     assert "CPU" in live.hint
+
+
+async def test_status_unknown_host_explained(proxy, upstream):
+    headers = {**proxy.auth_headers(), "Host": "gateway.example"}
+    async with proxy.session.get(proxy.server_path("akko-llm/status"), headers=headers) as response:
+        status = response.status
+        document = await response.json()
+
+    assert status == 403
+    assert document["reason"] == "host_not_allowed"
+    assert "'gateway.example'" in document["message"]
+    assert "c.ServerApp.local_hostnames" in document["message"]
+    assert upstream.requests == []
