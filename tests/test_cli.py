@@ -657,7 +657,7 @@ def not_http_port(jp_asyncio_loop):
     jp_asyncio_loop.run_until_complete(server.wait_closed())
 
 
-async def test_not_http_port_has_no_kubernetes_hint(not_http_port):
+async def test_non_http_port_no_kubernetes_hint(not_http_port):
     stderr = await failed_models_output(f"http://127.0.0.1:{not_http_port}/v1")
 
     assert "not valid HTTP" in stderr

@@ -130,7 +130,7 @@ async def test_plain_request_fault(proxy, faulty_upstream, resources, fault, sta
     await _after_fault(proxy, faulty_upstream, resources, connections)
 
 
-async def test_large_body_cut_off_is_not_complete(proxy, faulty_upstream, resources, caplog):
+async def test_cut_large_body_stays_incomplete(proxy, faulty_upstream, resources, caplog):
     """A body already being passed on when the upstream fails must not end as if whole."""
     import aiohttp
 
