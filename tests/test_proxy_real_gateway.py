@@ -9,6 +9,7 @@ langchain-openai, because the Jupyter server runs in the test's event loop.
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
@@ -115,21 +116,25 @@ async def test_unknown_model_error_readable(client, real_upstream):
 
 
 async def test_langchain(proxy, real_upstream):
-    chat = ChatOpenAI(
-        base_url=proxy.endpoint, api_key=proxy.token, model="qwen2.5:3b",
-        temperature=0, max_tokens=16, max_retries=0,
-    )
-    reply = await chat.ainvoke("Hello")
-    assert reply.content
-    pieces = [chunk.content async for chunk in chat.astream("Hello") if chunk.content]
-    assert "".join(pieces) == reply.content
+    # langchain-openai shares one cached HTTP client between instances by
+    # default. That client's pooled connections belong to the event loop of
+    # an earlier test, so each test gets a client of its own.
+    async with httpx.AsyncClient() as http_client:
+        chat = ChatOpenAI(
+            base_url=proxy.endpoint, api_key=proxy.token, model="qwen2.5:3b",
+            temperature=0, max_tokens=16, max_retries=0, http_async_client=http_client,
+        )
+        reply = await chat.ainvoke("Hello")
+        assert reply.content
+        pieces = [chunk.content async for chunk in chat.astream("Hello") if chunk.content]
+        assert "".join(pieces) == reply.content
 
-    embeddings = OpenAIEmbeddings(
-        base_url=proxy.endpoint, api_key=proxy.token, model="nomic-embed-text",
-        check_embedding_ctx_length=False, max_retries=0,
-    )
-    vectors = await embeddings.aembed_documents(["a", "b", "c"])
-    assert len(vectors) == 3
+        embeddings = OpenAIEmbeddings(
+            base_url=proxy.endpoint, api_key=proxy.token, model="nomic-embed-text",
+            check_embedding_ctx_length=False, max_retries=0, http_async_client=http_client,
+        )
+        vectors = await embeddings.aembed_documents(["a", "b", "c"])
+        assert len(vectors) == 3
 
 
 @pytest.mark.parametrize("real_upstream", ["litellm"], indirect=True)
